@@ -1,0 +1,138 @@
+"""Configuration: a TOML file decoded into typed structs, plus the environment.
+
+Precedence, highest first: command-line flags (applied by the CLI), the
+environment (REVERIE_DATA_DIR, REVERIE_SOCKET, REVERIE_LOG_LEVEL), the file
+named by REVERIE_CONFIG or found at $XDG_CONFIG_HOME/reverie/reverie.toml,
+then the embedded defaults. No file is needed.
+
+This module is imported by the client to find the socket: standard library
+and msgspec only.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from reverie.errors import ConfigError
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class DaemonConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    data_dir: str = ""
+    socket: str = ""
+    # Octal as a string ("0600") because TOML has no octal-looking integers users expect.
+    socket_mode: Annotated[str, Meta(pattern=r"^0?[0-7]{3}$")] = "0600"
+    socket_group: str = ""
+    allowed_uids: list[Annotated[int, Meta(ge=0)]] = []
+    max_frame_bytes: Annotated[int, Meta(ge=1024, le=256 * 1024 * 1024)] = 16 * 1024 * 1024
+    max_connections: Annotated[int, Meta(ge=1, le=65536)] = 256
+    max_in_flight: Annotated[int, Meta(ge=1, le=4096)] = 64
+    idle_timeout_s: Annotated[float, Meta(gt=0)] = 600.0
+    frame_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+    grace_period_s: Annotated[float, Meta(ge=0)] = 10.0
+    log_level: LogLevel = "info"
+
+
+class StoreConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    readers: Annotated[int, Meta(ge=1, le=64)] = 4
+    synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+
+
+class Config(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.daemon.data_dir or default_data_dir()).expanduser()
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.daemon.socket or default_socket()).expanduser()
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def default_data_dir() -> str:
+    # Under systemd, StateDirectory= tells us where our state lives.
+    if state := os.environ.get("STATE_DIRECTORY"):
+        return state.split(":")[0]
+    if os.getuid() == 0 and "XDG_STATE_HOME" not in os.environ:
+        return "/var/lib/reverie"
+    return str(_xdg("XDG_STATE_HOME", ".local/state") / "reverie")
+
+
+def default_socket() -> str:
+    if runtime := os.environ.get("RUNTIME_DIRECTORY"):
+        return str(Path(runtime.split(":")[0]) / "reverie.sock")
+    if xdg := os.environ.get("XDG_RUNTIME_DIR"):
+        return str(Path(xdg) / "reverie" / "reverie.sock")
+    if os.getuid() == 0:
+        return "/run/reverie/reverie.sock"
+    return f"/tmp/reverie-{os.getuid()}/reverie.sock"
+
+
+def default_config_file() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "reverie" / "reverie.toml"
+
+
+def config_file() -> Path | None:
+    """The file to read: REVERIE_CONFIG (must exist), else the default if present."""
+    named = os.environ.get("REVERIE_CONFIG")
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"REVERIE_CONFIG names {path}, which is not a file")
+        return path
+    default = default_config_file()
+    return default if default.is_file() else None
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from e
+    try:
+        return msgspec.convert(raw, Config)
+    except msgspec.ValidationError as e:
+        # msgspec names the key: "Object contains unknown field `x` - at `$.daemon`"
+        raise ConfigError(f"{source}: {e}") from e
+
+
+def load(path: Path | None = None, *, env: bool = True) -> Config:
+    """Read the configuration file (if any) and apply environment overrides."""
+    if path is None:
+        path = config_file()
+    if path is None:
+        cfg = Config()
+    else:
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+        cfg = parse(text, str(path))
+    if env:
+        apply_env(cfg)
+    return cfg
+
+
+def apply_env(cfg: Config) -> None:
+    if v := os.environ.get("REVERIE_DATA_DIR"):
+        cfg.daemon.data_dir = v
+    if v := os.environ.get("REVERIE_SOCKET"):
+        cfg.daemon.socket = v
+    if v := os.environ.get("REVERIE_LOG_LEVEL"):
+        if v not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"REVERIE_LOG_LEVEL must be debug, info, warning or error, not {v!r}")
+        cfg.daemon.log_level = v  # type: ignore[assignment]

@@ -1,0 +1,200 @@
+"""The daemon process: wire the store, the server and systemd together.
+
+Start-up order matters for systemd: the data dir is locked and the database
+migrated before the socket accepts, and READY=1 is sent only once it does.
+Shutdown runs the other way: STOPPING=1, stop accepting, finish in-flight
+requests within the grace period, close the database, release the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import trio
+
+from reverie import __version__
+from reverie.daemon import config as config_mod
+from reverie.daemon import datadir, logs
+from reverie.daemon.config import Config
+from reverie.daemon.listen import allowed_uids, bind_unix_socket
+from reverie.daemon.server import Server
+from reverie.daemon.systemd import Notifier, activated_socket, watchdog_interval
+from reverie.errors import ReverieError
+from reverie.rpc.dispatch import Dispatcher, ServerInfo
+from reverie.store.database import Database
+
+log = logging.getLogger("reverie.daemon")
+STATUS_INTERVAL_S = 5.0
+# Exit codes: 0 clean stop, 1 runtime failure, 78 (EX_CONFIG) when start-up is
+# refused for a reason a restart cannot fix (bad config, locked or foreign data).
+EXIT_FAILURE = 1
+EXIT_CONFIG = 78
+
+
+def run(cfg: Config, *, json_logs: bool = False) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT; return the exit code."""
+    logs.setup(cfg.daemon.log_level, json_lines=json_logs)
+    try:
+        trio.run(_main, cfg)
+    except ReverieError as e:
+        log.error("cannot run: %s", e.message)
+        return EXIT_CONFIG
+    except OSError as e:
+        log.error("cannot run: %s", e)
+        return EXIT_FAILURE
+    return 0
+
+
+async def _main(cfg: Config) -> None:
+    data = cfg.data_path
+    datadir.prepare(data)
+    with datadir.DataDirLock(data):
+        started = time.monotonic()
+        db = await Database.open(data, readers=cfg.store.readers, synchronous=cfg.store.synchronous)
+        try:
+            await _Daemon(cfg, db, started).run()
+        finally:
+            with trio.CancelScope(shield=True):
+                await db.close()
+            log.info("stopped: database closed cleanly")
+
+
+class _Daemon:
+    def __init__(self, cfg: Config, db: Database, started: float) -> None:
+        self.cfg = cfg
+        self.db = db
+        self.started = started
+        self.notifier = Notifier()
+        self.stop_requested = trio.Event()
+        self.server: Server | None = None
+
+    async def run(self) -> None:
+        sock, activated = self._listening_socket()
+        path = self.cfg.socket_path
+        owned_inode = None if activated else os.stat(path).st_ino
+        info = ServerInfo(
+            data_dir=str(self.cfg.data_path), socket=str(path), socket_activated=activated,
+            started=self.started, connections=lambda: server.active,
+        )
+        server = Server(
+            self.cfg.daemon, Dispatcher(self.db, info).handle,
+            allowed_uids(self.cfg.daemon.allowed_uids),
+        )
+        self.server = server
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._signals, server)
+                await nursery.start(server.serve, sock)
+                self._announce_ready(activated)
+                if interval := watchdog_interval():
+                    nursery.start_soon(self._watchdog, interval)
+                nursery.start_soon(self._status_loop, server)
+                await self.stop_requested.wait()
+                await self._drain(server)
+                nursery.cancel_scope.cancel()
+        finally:
+            if owned_inode is not None:
+                _unlink_if_ours(path, owned_inode)
+
+    def _listening_socket(self) -> tuple[socket.socket, bool]:
+        sock = activated_socket()
+        if sock is not None:
+            return sock, True
+        d = self.cfg.daemon
+        return bind_unix_socket(self.cfg.socket_path, mode=int(d.socket_mode, 8), group=d.socket_group), False
+
+    def _announce_ready(self, activated: bool) -> None:
+        elapsed = time.monotonic() - self.started
+        status = f"serving on {self.cfg.socket_path}"
+        self.notifier.ready(status)
+        log.info(
+            "ready version=%s pid=%d socket=%s activated=%s data_dir=%s startup_ms=%.0f",
+            __version__, os.getpid(), self.cfg.socket_path, activated, self.cfg.data_path,
+            elapsed * 1000,
+        )
+
+    async def _drain(self, server: Server) -> None:
+        grace = self.cfg.daemon.grace_period_s
+        self.notifier.stopping()
+        log.info("stopping: finishing in-flight requests connections=%d grace_s=%g",
+                 server.active, grace)
+        server.begin_shutdown()
+        with trio.move_on_after(grace):
+            await server.finished.wait()
+        if not server.finished.is_set():
+            log.warning("grace period over: closing connections=%d", server.active)
+            server.force_close()
+            await server.finished.wait()
+
+    async def _signals(self, server: Server) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self._reload()
+                elif not self.stop_requested.is_set():
+                    log.info("received %s", signal.Signals(signum).name)
+                    self.stop_requested.set()
+                else:
+                    log.warning("second %s: not waiting for the grace period",
+                                signal.Signals(signum).name)
+                    server.force_close()
+
+    def _reload(self) -> None:
+        """SIGHUP: re-read the config; apply what can change while running."""
+        self.notifier.send(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            new = config_mod.load()
+        except ReverieError as e:
+            log.error("reload failed, keeping the running config: %s", e.message)
+        else:
+            if new.daemon.log_level != self.cfg.daemon.log_level:
+                logs.set_level(new.daemon.log_level)
+                self.cfg.daemon.log_level = new.daemon.log_level
+            needs_restart = _changed_keys(self.cfg, new)
+            if needs_restart:
+                log.warning("reload: these keys change only on restart: %s",
+                            ", ".join(needs_restart))
+            log.info("reloaded config log_level=%s", self.cfg.daemon.log_level)
+        self.notifier.send("READY=1")
+
+    async def _watchdog(self, interval: float) -> None:
+        # Pinging from the event loop proves the loop is alive; the writer
+        # thread must be alive too, or systemd should restart us.
+        while True:
+            if self.db.writer.alive:
+                self.notifier.watchdog()
+            else:
+                log.error("the writer thread died; withholding the watchdog ping")
+            await trio.sleep(interval)
+
+    async def _status_loop(self, server: Server) -> None:
+        while True:
+            self.notifier.status(
+                f"serving: connections={server.active} requests={server.requests} "
+                f"commits={self.db.writer.commits}"
+            )
+            await trio.sleep(STATUS_INTERVAL_S)
+
+
+def _changed_keys(old: Config, new: Config) -> list[str]:
+    out = []
+    for section in ("daemon", "store"):
+        a, b = getattr(old, section), getattr(new, section)
+        for field in a.__struct_fields__:
+            if field != "log_level" and getattr(a, field) != getattr(b, field):
+                out.append(f"{section}.{field}")
+    return out
+
+
+def _unlink_if_ours(path: Path, inode: int) -> None:
+    """Remove the socket file we bound, unless someone replaced it meanwhile."""
+    try:
+        if os.stat(path).st_ino == inode:
+            path.unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,299 @@
+"""The RPC server: accept connections, read frames, answer requests.
+
+The shape follows trio's own server pattern: `serve_listeners` hands each
+connection to a task in a connections nursery; each connection has a nursery
+of its own in which requests run concurrently (pipelining) while one sender
+task writes responses in the order they finish. Shutdown stops accepting,
+stops reading, lets in-flight requests finish, and is bounded by the caller's
+grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import trio
+
+from reverie import __version__
+from reverie.daemon.config import DaemonConfig
+from reverie.daemon.listen import Peer, peer_credentials
+from reverie.errors import (
+    AccessDenied,
+    FrameTooLarge,
+    HelloRequired,
+    InternalError,
+    InvalidParams,
+    MalformedFrame,
+    ReverieError,
+    ShuttingDown,
+    TooManyConnections,
+    UnknownMethod,
+    VersionMismatch,
+)
+from reverie.rpc.framing import FrameBuffer, encode_frame
+from reverie.rpc.protocol import (
+    METHOD_NAMES,
+    PROTOCOL_VERSION,
+    Envelope,
+    ErrorBody,
+    Hello,
+    HelloResult,
+    Request,
+    Response,
+    Result,
+)
+
+log = logging.getLogger("reverie.daemon.server")
+Handler = Callable[[Request], Awaitable[Result]]
+_RECV_SIZE = 65536
+_REFUSE_TIMEOUT = 1.0
+
+
+class Server:
+    def __init__(self, cfg: DaemonConfig, handler: Handler, allowed: frozenset[int]) -> None:
+        self.cfg = cfg
+        self.handler = handler
+        self.allowed = allowed
+        self.active = 0
+        self.requests = 0
+        self.finished = trio.Event()
+        self._stopping = False
+        self._accept_scope = trio.CancelScope()
+        self._read_scopes: set[trio.CancelScope] = set()
+        self._conns_scope: trio.CancelScope | None = None
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(Request)  # type: ignore[var-annotated]
+        self._envelope = msgspec.msgpack.Decoder(Envelope)
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def serve(
+        self, sock: socket.socket, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        try:
+            async with trio.open_nursery() as conns:
+                self._conns_scope = conns.cancel_scope
+                with self._accept_scope:
+                    await trio.serve_listeners(
+                        self._handle, [listener], handler_nursery=conns,
+                        task_status=task_status,  # type: ignore[arg-type]
+                    )
+                await listener.aclose()
+        finally:
+            self.finished.set()
+
+    def begin_shutdown(self) -> None:
+        """Stop accepting and reading; requests already read still complete."""
+        self._stopping = True
+        self._accept_scope.cancel()
+        for scope in self._read_scopes:
+            scope.cancel()
+
+    def force_close(self) -> None:
+        """End every connection now (the grace period is over)."""
+        if self._conns_scope is not None:
+            self._conns_scope.cancel()
+
+    # -- one connection -------------------------------------------------------
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                peer = peer_credentials(stream.socket)  # type: ignore[arg-type]
+            except OSError as e:
+                log.warning("cannot read peer credentials, closing: %s", e)
+                return
+            refusal = self._refusal(peer)
+            if refusal is not None:
+                log.warning("refused connection peer_uid=%d peer_pid=%d reason=%s",
+                            peer.uid, peer.pid, refusal.code)
+                await self._send_error_and_close(stream, refusal)
+                return
+            self.active += 1
+            try:
+                await _Connection(self, stream, peer).run()
+            finally:
+                self.active -= 1
+
+    def _refusal(self, peer: Peer) -> ReverieError | None:
+        if peer.uid not in self.allowed:
+            return AccessDenied(f"uid {peer.uid} is not allowed to use this daemon")
+        if self._stopping:
+            return ShuttingDown("the daemon is shutting down")
+        if self.active >= self.cfg.max_connections:
+            return TooManyConnections(
+                f"too many connections (limit {self.cfg.max_connections}); try again later"
+            )
+        return None
+
+    async def _send_error_and_close(self, stream: trio.SocketStream, err: ReverieError) -> None:
+        with trio.move_on_after(_REFUSE_TIMEOUT):
+            try:
+                await stream.send_all(self.encode_error(0, err))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    # -- encoding -----------------------------------------------------------------
+
+    def encode_error(self, rid: int, err: ReverieError) -> bytes:
+        body = ErrorBody(code=err.code, message=err.message, data=err.data)
+        return encode_frame(self._encoder.encode(Response(id=rid, error=body)))
+
+    def encode_result(self, rid: int, result: Result) -> bytes:
+        body = self._encoder.encode(Response(id=rid, result=result))
+        if len(body) > self.cfg.max_frame_bytes:
+            return self.encode_error(rid, FrameTooLarge(
+                f"the result is {len(body)} bytes, over the maximum frame of "
+                f"{self.cfg.max_frame_bytes}; ask for less (e.g. a smaller limit)"
+            ))
+        return encode_frame(body)
+
+    def decode(self, frame: bytes) -> Request | tuple[int, ReverieError]:
+        """The request in a frame, or the id and error to answer it with."""
+        try:
+            return self._decoder.decode(frame)
+        except msgspec.ValidationError as e:
+            return self._classify(frame, e)
+        except msgspec.DecodeError as e:
+            return 0, MalformedFrame(f"the frame is not valid msgpack: {e}")
+
+    def _classify(self, frame: bytes, e: msgspec.ValidationError) -> tuple[int, ReverieError]:
+        try:
+            env = self._envelope.decode(frame)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return 0, MalformedFrame(f"the frame is not a request: {e}")
+        rid = env.id if isinstance(env.id, int) and not isinstance(env.id, bool) else 0
+        rid = rid if -(2**63) <= rid < 2**63 else 0
+        if isinstance(env.method, str) and env.method and env.method not in METHOD_NAMES:
+            return rid, UnknownMethod(
+                f"unknown method {env.method[:64]!r}", data={"methods": sorted(METHOD_NAMES)}
+            )
+        return rid, InvalidParams(str(e))
+
+
+class _Connection:
+    """One client: a read loop, request tasks, and a sender."""
+
+    def __init__(self, server: Server, stream: trio.SocketStream, peer: Peer) -> None:
+        self.server = server
+        self.stream = stream
+        self.peer = peer
+        self.cfg = server.cfg
+        self.greeted = False
+        self.in_flight = trio.Semaphore(self.cfg.max_in_flight)
+
+    async def run(self) -> None:
+        send, recv = trio.open_memory_channel[bytes](self.cfg.max_in_flight)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._send_loop, recv)
+            async with send, trio.open_nursery() as work:
+                await self._read_loop(work, send)
+            # `send` is closed once every request task is done; the sender
+            # then drains what is queued and returns.
+
+    async def _send_loop(self, recv: trio.MemoryReceiveChannel[bytes]) -> None:
+        async with recv:
+            async for frame in recv:
+                try:
+                    await self.stream.send_all(frame)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the client is gone; request tasks see a closed channel
+
+    async def _read_loop(
+        self, work: trio.Nursery, send: trio.MemorySendChannel[bytes]
+    ) -> None:
+        buf = FrameBuffer(self.cfg.max_frame_bytes)
+        scope = trio.CancelScope()
+        self.server._read_scopes.add(scope)
+        try:
+            with scope:
+                while True:
+                    data = await self._receive(buf.pending)
+                    if not data:
+                        return
+                    buf.feed(data)
+                    try:
+                        for frame in buf.frames():
+                            if not await self._on_frame(frame, work, send):
+                                return
+                    except FrameTooLarge as e:
+                        # The stream can no longer be parsed: answer and close.
+                        await _send(send, self.server.encode_error(0, e))
+                        return
+        finally:
+            self.server._read_scopes.discard(scope)
+
+    async def _receive(self, partial: bool) -> bytes:
+        """Bytes from the client, or b"" on EOF, timeout or a dead connection."""
+        timeout = self.cfg.frame_timeout_s if partial else self.cfg.idle_timeout_s
+        with trio.move_on_after(timeout):
+            try:
+                return await self.stream.receive_some(_RECV_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return b""
+        log.debug("closing connection peer_pid=%d reason=%s", self.peer.pid,
+                  "slow_frame" if partial else "idle")
+        return b""
+
+    async def _on_frame(
+        self, frame: bytes, work: trio.Nursery, send: trio.MemorySendChannel[bytes]
+    ) -> bool:
+        """Handle one frame; False closes the connection."""
+        decoded = self.server.decode(frame)
+        if isinstance(decoded, tuple):
+            rid, err = decoded
+            await _send(send, self.server.encode_error(rid, err))
+            return True
+        if isinstance(decoded, Hello):
+            return await self._hello(decoded, send)
+        if not self.greeted:
+            err = HelloRequired("send hello (with the protocol version) before any request")
+            await _send(send, self.server.encode_error(decoded.id, err))
+            return True
+        await self.in_flight.acquire()
+        work.start_soon(self._answer, decoded, send)
+        return True
+
+    async def _hello(self, req: Hello, send: trio.MemorySendChannel[bytes]) -> bool:
+        if req.protocol != PROTOCOL_VERSION:
+            err = VersionMismatch(
+                f"client speaks protocol {req.protocol}, this daemon speaks {PROTOCOL_VERSION}",
+                data={"server": PROTOCOL_VERSION},
+            )
+            await _send(send, self.server.encode_error(req.id, err))
+            return False
+        self.greeted = True
+        result = HelloResult(
+            protocol=PROTOCOL_VERSION, server=f"reverie/{__version__}",
+            max_frame=self.cfg.max_frame_bytes,
+        )
+        await _send(send, self.server.encode_result(req.id, result))
+        return True
+
+    async def _answer(self, req: Request, send: trio.MemorySendChannel[bytes]) -> None:
+        try:
+            self.server.requests += 1
+            try:
+                result = await self.server.handler(req)
+                frame = self.server.encode_result(req.id, result)
+            except ReverieError as e:
+                frame = self.server.encode_error(req.id, e)
+            except Exception:
+                log.exception("request failed method=%s id=%d", type(req).__name__, req.id)
+                frame = self.server.encode_error(
+                    req.id, InternalError("internal error; the daemon logged the details")
+                )
+            await _send(send, frame)
+        finally:
+            self.in_flight.release()
+
+
+async def _send(send: trio.MemorySendChannel[bytes], frame: bytes) -> None:
+    try:
+        await send.send(frame)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the sender stopped because the client went away

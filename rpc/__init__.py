@@ -1,0 +1,1 @@
+"""The wire protocol, server dispatch, the blocking client and the CLI."""

@@ -1,0 +1,310 @@
+"""The `reverie` command line: a thin layer over the client.
+
+Every command takes --socket and --json. Errors are one line on stderr and a
+non-zero exit code:
+
+    1  the daemon reported an error (storage, internal, ...)
+    2  bad usage or invalid input (including a file that does not parse)
+    3  the daemon is not running or cannot be reached
+    4  no such memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import msgspec
+
+from reverie import __version__
+from reverie.errors import (
+    ConfigError,
+    NotFound,
+    ReverieError,
+    TransportError,
+    UsageError,
+)
+from reverie.rpc.client import Client
+from reverie.rpc.protocol import DEFAULT_WORKSPACE, Memory, MemoryRecord
+
+EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
+_json = msgspec.json.Encoder()
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(_json.encode(obj).decode() + "\n")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"reverie: error: {message}\n")
+    raise SystemExit(code)
+
+
+def _parse_meta(items: Sequence[str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--meta takes KEY=VALUE, not {item!r}")
+        try:  # numbers, booleans and JSON values keep their type
+            meta[key] = json.loads(value)
+        except ValueError:
+            meta[key] = value
+    return meta
+
+
+def _ts(value: dt.datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _one_line(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reverie.daemon import config
+    from reverie.daemon.main import run
+
+    cfg = config.load(Path(args.config) if args.config else None)
+    if args.data_dir:
+        cfg.daemon.data_dir = args.data_dir
+    if args.socket:
+        cfg.daemon.socket = args.socket
+    if args.log_level:
+        cfg.daemon.log_level = args.log_level
+    return run(cfg, json_logs=args.json)
+
+
+def cmd_status(args: argparse.Namespace, client: Client) -> int:
+    st = client.status()
+    if args.json:
+        _emit_json(st)
+        return 0
+    mem = st.memories
+    print(f"reverie {st.version}  pid {st.pid}  up {st.uptime_s:.0f}s")
+    print(f"socket     {st.socket}{'  (socket-activated)' if st.socket_activated else ''}")
+    print(f"data dir   {st.data_dir}")
+    print(f"database   {st.database}  {st.db_bytes / 1e6:.1f} MB  schema v{st.schema_version}")
+    print(f"memories   {mem.get('active', 0)} active, {mem.get('superseded', 0)} superseded, "
+          f"{mem.get('forgotten', 0)} forgotten in {st.workspaces} workspace(s)")
+    print(f"clients    {st.connections} connected")
+    return 0
+
+
+def cmd_remember(args: argparse.Namespace, client: Client) -> int:
+    fields: dict[str, Any] = {
+        "workspace": args.workspace, "kind": args.kind, "tags": args.tag,
+        "importance": args.importance, "metadata": _parse_meta(args.meta),
+    }
+    text = sys.stdin.read() if args.text == "-" else args.text
+    res = client.remember(text, **fields)
+    if args.json:
+        _emit_json(res)
+    else:
+        print(res.id)
+        if not res.created:
+            sys.stderr.write(f"reverie: already remembered as #{res.id}\n")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, client: Client) -> int:
+    res = client.search(args.query, workspace=args.workspace, limit=args.limit)
+    if args.json:
+        _emit_json(res)
+        return 0
+    if not res.hits:
+        print("no matches")
+    for hit in res.hits:
+        m = hit.memory
+        print(f"#{m.id:<6} {hit.score:6.2f}  [{m.kind}] {_one_line(m.content)}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace, client: Client) -> int:
+    m = client.get(args.id)
+    if args.json:
+        _emit_json(m)
+        return 0
+    _print_memory(m)
+    return 0
+
+
+def _print_memory(m: Memory) -> None:
+    print(f"#{m.id}  {m.kind}  {m.state}/{m.tier}  workspace {m.workspace}")
+    print(f"  created {_ts(m.created_at)}  observed {_ts(m.observed_at)}  "
+          f"updated {_ts(m.updated_at)}")
+    print(f"  importance {m.importance:.2f}  recalled {m.recall_count}x "
+          f"({m.distinct_queries} distinct queries)  last {_ts(m.last_recalled_at)}")
+    if m.tags:
+        print(f"  tags {' '.join(m.tags)}")
+    if m.superseded_by:
+        print(f"  superseded by #{m.superseded_by}")
+    if m.metadata:
+        print(f"  metadata {json.dumps(m.metadata, ensure_ascii=False)}")
+    print()
+    print(m.content)
+
+
+def cmd_forget(args: argparse.Namespace, client: Client) -> int:
+    res = client.forget(args.id, purge=args.purge, reason=args.reason)
+    if args.json:
+        _emit_json(res)
+    else:
+        print(f"forgot #{res.id}" + (" (content erased)" if res.purged else ""))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, client: Client) -> int:
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    count = 0
+    try:
+        for rec in client.export(workspace=args.workspace, include_forgotten=args.include_forgotten):
+            out.write(_json.encode(rec).decode() + "\n")
+            count += 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if args.json and args.output:
+        _emit_json({"exported": count, "file": args.output})
+    elif args.output:
+        print(f"exported {count} memories to {args.output}")
+    return 0
+
+
+def _read_records(path: str) -> list[MemoryRecord]:
+    """Parse and validate the whole file first, so that a bad line imports nothing."""
+    decoder = msgspec.json.Decoder(MemoryRecord)
+    try:
+        stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from e
+    records: list[MemoryRecord] = []
+    with stream:
+        try:
+            for lineno, line in enumerate(stream, 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(decoder.decode(line))
+                except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                    raise UsageError(f"{path}:{lineno}: not a memory record: {e}") from e
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{path}: not UTF-8 text: {e}") from e
+    return records
+
+
+def cmd_import(args: argparse.Namespace, client: Client) -> int:
+    records = _read_records(args.file)
+    res = client.import_records(records)
+    if args.json:
+        _emit_json(res)
+    else:
+        print(f"imported {res.added} memories, skipped {res.skipped} already present")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--socket", help="daemon socket (default: $REVERIE_SOCKET, config, runtime dir)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reverie", description="reverie: a memory daemon for AI agents."
+    )
+    parser.add_argument("--version", action="version", version=f"reverie {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("daemon", help="run the daemon in the foreground")
+    _common(p)
+    p.add_argument("--config", help="config file (default: $REVERIE_CONFIG or XDG config)")
+    p.add_argument("--data-dir", help="data directory (default: $REVERIE_DATA_DIR or XDG state)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(run=cmd_daemon, needs_client=False)
+
+    p = sub.add_parser("status", help="show the daemon's state: uptime, counts, sizes")
+    _common(p)
+    p.set_defaults(run=cmd_status)
+
+    p = sub.add_parser("remember", help="store a memory and print its id")
+    _common(p)
+    p.add_argument("text", help="the memory's text ('-' reads stdin)")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+    p.add_argument("--kind", default="observation",
+                   help="observation, fact, preference, decision, procedure, ...")
+    p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    p.add_argument("--importance", type=float, default=0.5, help="0 to 1 (default 0.5)")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata (repeatable; JSON values keep their type)")
+    p.set_defaults(run=cmd_remember)
+
+    p = sub.add_parser("search", help="search memories (full text, BM25)")
+    _common(p)
+    p.add_argument("query")
+    p.add_argument("--workspace", help="only this workspace (default: all)")
+    p.add_argument("--limit", type=int, default=10, help="at most this many results (1-1000)")
+    p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("get", help="show one memory")
+    _common(p)
+    p.add_argument("id", type=int)
+    p.set_defaults(run=cmd_get)
+
+    p = sub.add_parser("forget", help="forget a memory (kept as a tombstone)")
+    _common(p)
+    p.add_argument("id", type=int)
+    p.add_argument("--purge", action="store_true", help="also erase its text now")
+    p.add_argument("--reason", default="", help="why (kept in the tombstone)")
+    p.set_defaults(run=cmd_forget)
+
+    p = sub.add_parser("export", help="write memories as JSON Lines")
+    _common(p)
+    p.add_argument("--workspace", help="only this workspace (default: all)")
+    p.add_argument("--output", "-o", help="file to write (default: stdout)")
+    p.add_argument("--include-forgotten", action="store_true", help="include tombstones")
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("import", help="read memories from JSON Lines (idempotent)")
+    _common(p)
+    p.add_argument("file", help="a file written by `reverie export` ('-' reads stdin)")
+    p.set_defaults(run=cmd_import)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if not getattr(args, "needs_client", True):
+            return int(args.run(args))
+        run: Callable[[argparse.Namespace, Client], int] = args.run
+        with Client(args.socket, name=f"reverie-cli/{__version__}") as client:
+            return run(args, client)
+    except NotFound as e:
+        _fail(e.message, EXIT_NOT_FOUND)
+    except (UsageError, ConfigError) as e:
+        _fail(e.message, EXIT_USAGE)
+    except TransportError as e:
+        _fail(e.message, EXIT_UNREACHABLE)
+    except ReverieError as e:
+        _fail(f"{e.message} [{e.code}]", EXIT_ERROR)
+    except BrokenPipeError:
+        return 0  # e.g. `reverie export | head`
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

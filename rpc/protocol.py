@@ -1,0 +1,271 @@
+"""The wire protocol: one msgspec Struct per request and per result.
+
+A request is a msgpack map tagged by its ``method`` field, so the whole set
+forms one tagged union that msgspec decodes and validates in a single pass::
+
+    {"method": "remember", "id": 7, "content": "...", "kind": "fact"}
+
+A response carries the request's ``id`` and either ``result`` or ``error``.
+Requests on one connection may be pipelined; responses can arrive in any order
+and are matched by ``id``.
+
+This module is imported by the client on the hooks' hot path: it must only
+import msgspec and the standard library.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal, TypeAlias
+
+import msgspec
+from msgspec import Meta, Struct
+
+PROTOCOL_VERSION = 1
+
+# Field constraints shared by several messages.
+Kind = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="memory kind")]
+Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\s,]+$")]
+Workspace = Annotated[str, Meta(min_length=1, max_length=512)]
+Content = Annotated[str, Meta(min_length=1, max_length=1_000_000)]
+Importance = Annotated[float, Meta(ge=0.0, le=1.0)]
+MemoryId = Annotated[int, Meta(ge=1)]
+Limit = Annotated[int, Meta(ge=1, le=1000)]
+Tier = Literal["short", "long", "archived"]
+State = Literal["active", "superseded", "forgotten"]
+
+DEFAULT_WORKSPACE = "default"
+
+
+class _Request(Struct, tag_field="method", forbid_unknown_fields=True, kw_only=True):
+    """Base of all requests: every request carries the id its response echoes."""
+
+    id: int = 0
+
+
+# --- requests --------------------------------------------------------------
+
+
+class Hello(_Request, tag="hello"):
+    """First exchange on a connection: states the protocol version."""
+
+    protocol: int
+    client: Annotated[str, Meta(max_length=128)] = ""
+
+
+class Ping(_Request, tag="ping"):
+    """A no-op, for liveness checks and round-trip measurements."""
+
+
+class Status(_Request, tag="status"):
+    pass
+
+
+class Remember(_Request, tag="remember"):
+    content: Content
+    workspace: Workspace = DEFAULT_WORKSPACE
+    kind: Kind = "observation"
+    tags: Annotated[list[Tag], Meta(max_length=64)] = []
+    importance: Importance = 0.5
+    tier: Tier = "short"
+    metadata: dict[str, Any] = {}
+    observed_at: dt.datetime | None = None
+
+
+class Get(_Request, tag="get"):
+    memory_id: MemoryId
+
+
+class Forget(_Request, tag="forget"):
+    memory_id: MemoryId
+    purge: bool = False
+    reason: Annotated[str, Meta(max_length=1024)] = ""
+
+
+class Search(_Request, tag="search"):
+    query: Annotated[str, Meta(max_length=10_000)]
+    workspace: Workspace | None = None
+    limit: Limit = 10
+
+
+class Export(_Request, tag="export"):
+    workspace: Workspace | None = None
+    after_id: Annotated[int, Meta(ge=0)] = 0
+    limit: Limit = 500
+    include_forgotten: bool = False
+
+
+class MemoryRecord(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A memory in its portable form (export/import): references are uids."""
+
+    uid: Annotated[str, Meta(min_length=1, max_length=64)]
+    workspace: Workspace
+    kind: Kind
+    content: Annotated[str, Meta(max_length=1_000_000)]
+    tags: list[Tag] = []
+    importance: Importance = 0.5
+    tier: Tier = "short"
+    state: State = "active"
+    superseded_by: str | None = None
+    provenance: dict[str, Any] = {}
+    created_at: dt.datetime
+    observed_at: dt.datetime
+    updated_at: dt.datetime
+    last_recalled_at: dt.datetime | None = None
+    recall_count: Annotated[int, Meta(ge=0)] = 0
+    distinct_queries: Annotated[int, Meta(ge=0)] = 0
+    content_hash: str = ""
+    metadata: dict[str, Any] = {}
+
+
+class Import(_Request, tag="import"):
+    records: Annotated[list[MemoryRecord], Meta(max_length=10_000)]
+
+
+Request: TypeAlias = Hello | Ping | Status | Remember | Get | Forget | Search | Export | Import
+
+
+# --- results ---------------------------------------------------------------
+
+
+class HelloResult(Struct, kw_only=True):
+    protocol: int
+    server: str
+    max_frame: int
+
+
+class Pong(Struct, kw_only=True):
+    pass
+
+
+class StatusResult(Struct, kw_only=True):
+    version: str
+    pid: int
+    uptime_s: float
+    data_dir: str
+    socket: str
+    database: str
+    db_bytes: int
+    schema_version: int
+    memories: dict[str, int]
+    workspaces: int
+    connections: int
+    socket_activated: bool
+
+
+class Memory(Struct, kw_only=True):
+    id: int
+    uid: str
+    workspace: str
+    kind: str
+    content: str
+    tags: list[str]
+    importance: float
+    tier: Tier
+    state: State
+    superseded_by: int | None
+    provenance: dict[str, Any]
+    created_at: dt.datetime
+    observed_at: dt.datetime
+    updated_at: dt.datetime
+    last_recalled_at: dt.datetime | None
+    recall_count: int
+    distinct_queries: int
+    content_hash: str
+    metadata: dict[str, Any]
+
+
+class RememberResult(Struct, kw_only=True):
+    id: int
+    created: bool
+
+
+class ForgetResult(Struct, kw_only=True):
+    id: int
+    state: State
+    purged: bool
+
+
+class Hit(Struct, kw_only=True):
+    memory: Memory
+    score: float
+
+
+class SearchResult(Struct, kw_only=True):
+    hits: list[Hit]
+
+
+class ExportResult(Struct, kw_only=True):
+    records: list[MemoryRecord]
+    next_after_id: int | None
+
+
+class ImportResult(Struct, kw_only=True):
+    added: int
+    skipped: int
+
+
+Result: TypeAlias = (
+    HelloResult
+    | Pong
+    | StatusResult
+    | RememberResult
+    | Memory
+    | ForgetResult
+    | SearchResult
+    | ExportResult
+    | ImportResult
+)
+
+# Which result type each request expects: the client decodes with it.
+RESULT_TYPES: dict[type[_Request], type[Struct]] = {
+    Hello: HelloResult,
+    Ping: Pong,
+    Status: StatusResult,
+    Remember: RememberResult,
+    Get: Memory,
+    Forget: ForgetResult,
+    Search: SearchResult,
+    Export: ExportResult,
+    Import: ImportResult,
+}
+
+METHOD_NAMES: frozenset[str] = frozenset(
+    str(cls.__struct_config__.tag) for cls in RESULT_TYPES
+)
+
+
+# --- envelopes ---------------------------------------------------------------
+
+
+class ErrorBody(Struct, kw_only=True, omit_defaults=True):
+    code: str
+    message: str
+    data: dict[str, Any] | None = None
+
+
+class Response(Struct, kw_only=True, omit_defaults=True):
+    """What the daemon sends. ``result`` is one of the Result structs."""
+
+    id: int
+    result: Any = None
+    error: ErrorBody | None = None
+
+
+class RawResponse(Struct, kw_only=True):
+    """What the client decodes first: the result stays raw until its type is known."""
+
+    id: int
+    result: msgspec.Raw = msgspec.Raw(b"")
+    error: ErrorBody | None = None
+
+
+class Envelope(Struct):
+    """A lenient view of a request, used only to answer one that failed to validate."""
+
+    id: Any = 0
+    method: Any = ""
+
+
+def method_name(request: _Request) -> str:
+    return str(type(request).__struct_config__.tag)

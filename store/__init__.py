@@ -1,0 +1,1 @@
+"""SQLite storage: schema and migrations, the writer and readers, memories, search."""

@@ -1,0 +1,129 @@
+"""The database as the daemon sees it: one writer thread, a pool of readers.
+
+Writes go through the group-committing Writer. Reads run in worker threads,
+each on its own reader connection (WAL gives every read a consistent
+snapshot), so neither blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import apsw
+import trio
+
+from reverie.rpc.protocol import (
+    ExportResult,
+    ForgetResult,
+    Hit,
+    ImportResult,
+    Memory,
+    MemoryRecord,
+    Remember,
+    RememberResult,
+)
+from reverie.store import memories, schema
+from reverie.store.connection import check_file, database_size, map_error, open_connection
+from reverie.store.search import search as fts_search
+from reverie.store.writer import Writer
+
+T = TypeVar("T")
+DB_FILENAME = "reverie.db"
+
+
+class Database:
+    def __init__(self, path: Path, *, readers: int = 4, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.schema_version = 0
+        self._writer = Writer(path, synchronous=synchronous)
+        self._reader_count = readers
+        self._free: list[apsw.Connection] = []
+        self._read_slots = trio.Semaphore(readers)
+
+    @classmethod
+    def open_blocking(cls, data_dir: Path, **kwargs: object) -> Database:
+        """Check, migrate and open; blocking (call from a thread at start)."""
+        path = data_dir / DB_FILENAME
+        check_file(path)
+        db = cls(path, **kwargs)  # type: ignore[arg-type]
+        db._writer.start(schema.migrate)
+        db.schema_version = schema.LATEST
+        try:
+            db._free = [open_connection(path, readonly=True) for _ in range(db._reader_count)]
+        except BaseException:
+            db._writer.close()
+            raise
+        return db
+
+    @classmethod
+    async def open(cls, data_dir: Path, **kwargs: object) -> Database:
+        return await trio.to_thread.run_sync(lambda: cls.open_blocking(data_dir, **kwargs))
+
+    def close_blocking(self) -> None:
+        self._writer.close()
+        for conn in self._free:
+            conn.close()
+        self._free.clear()
+
+    async def close(self) -> None:
+        await trio.to_thread.run_sync(self.close_blocking)
+
+    @property
+    def writer(self) -> Writer:
+        return self._writer
+
+    async def read(self, fn: Callable[[apsw.Connection], T]) -> T:
+        async with self._read_slots:
+            conn = self._free.pop()
+            try:
+                return await trio.to_thread.run_sync(_guarded, fn, conn)
+            finally:
+                self._free.append(conn)
+
+    # -- memories -------------------------------------------------------------
+
+    async def remember(self, req: Remember) -> RememberResult:
+        mid, created = await self._writer.run(lambda c: memories.remember(c, req))
+        return RememberResult(id=mid, created=created)
+
+    async def get(self, memory_id: int) -> Memory:
+        return await self.read(lambda c: memories.get(c, memory_id))
+
+    async def forget(self, memory_id: int, *, purge: bool, reason: str) -> ForgetResult:
+        purged = await self._writer.run(
+            lambda c: memories.forget(c, memory_id, purge=purge, reason=reason)
+        )
+        return ForgetResult(id=memory_id, state="forgotten", purged=purged)
+
+    async def search(self, query: str, *, workspace: str | None, limit: int) -> list[Hit]:
+        return await self.read(lambda c: fts_search(c, query, workspace=workspace, limit=limit))
+
+    async def export_page(
+        self, *, workspace: str | None, after_id: int, limit: int, include_forgotten: bool
+    ) -> ExportResult:
+        records, nxt = await self.read(
+            lambda c: memories.export_page(
+                c, workspace=workspace, after_id=after_id, limit=limit,
+                include_forgotten=include_forgotten,
+            )
+        )
+        return ExportResult(records=records, next_after_id=nxt)
+
+    async def import_records(self, records: list[MemoryRecord]) -> ImportResult:
+        added, skipped = await self._writer.run(lambda c: memories.import_records(c, records))
+        return ImportResult(added=added, skipped=skipped)
+
+    async def counts(self) -> tuple[dict[str, int], int]:
+        return await self.read(memories.counts)
+
+    def size_bytes(self) -> int:
+        return database_size(self.path)
+
+
+def _guarded(fn: Callable[[apsw.Connection], T], conn: apsw.Connection) -> T:
+    try:
+        return fn(conn)
+    except apsw.Error as e:
+        raise map_error(e, "read failed") from e

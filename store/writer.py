@@ -1,0 +1,173 @@
+"""The single writer thread, with group commit.
+
+SQLite allows one writer at a time, and every commit costs an fsync. So all
+writes go to one thread that owns the only write connection: it takes every
+job waiting in its queue, runs them in one transaction (each job inside its
+own savepoint, so one failing job does not undo the others), commits once,
+and only then answers each caller. Callers that arrive while a commit is in
+progress form the next group, which is what makes durable writes cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import apsw
+import outcome
+import trio
+
+from reverie.errors import ReverieError, ShuttingDown
+from reverie.store.connection import map_error, open_connection
+
+T = TypeVar("T")
+WriteFn = Callable[[apsw.Connection], Any]
+log = logging.getLogger("reverie.store.writer")
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: WriteFn
+    done: Callable[[outcome.Outcome[Any]], None]
+
+
+_STOP = object()
+
+
+class Writer:
+    """Owns the write connection; run `fn(conn)` jobs in grouped transactions."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL", max_batch: int = 512) -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.commits = 0
+        self.jobs = 0
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self, setup: WriteFn | None = None) -> Any:
+        """Open the connection in the writer thread, run `setup` there, and return its value."""
+        started: queue.SimpleQueue[outcome.Outcome[Any]] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._main, args=(setup, started), name="reverie-writer", daemon=True
+        )
+        self._thread.start()
+        return started.get().unwrap()
+
+    def close(self) -> None:
+        """Finish every queued job, then close the connection (blocking)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- submitting -----------------------------------------------------------
+
+    def submit(self, fn: WriteFn, done: Callable[[outcome.Outcome[Any]], None]) -> None:
+        if self._closed:
+            done(outcome.Error(ShuttingDown("the database is closing")))
+            return
+        self._queue.put(_Job(fn, done))
+
+    async def run(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run `fn` in the next group; return once its transaction has committed.
+
+        Not cancellable once submitted: the caller must learn whether the write
+        is durable, so a cancel waits for the commit (which is quick).
+        """
+        task = trio.lowlevel.current_task()
+        token = trio.lowlevel.current_trio_token()
+
+        def done(result: outcome.Outcome[Any]) -> None:
+            token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+
+        self.submit(fn, done)
+        result: T = await trio.lowlevel.wait_task_rescheduled(
+            lambda _: trio.lowlevel.Abort.FAILED
+        )
+        return result
+
+    def run_sync(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Blocking variant for code outside trio (tools, tests)."""
+        box: queue.SimpleQueue[outcome.Outcome[Any]] = queue.SimpleQueue()
+        self.submit(fn, box.put)
+        value: T = box.get().unwrap()
+        return value
+
+    # -- the thread -------------------------------------------------------------
+
+    def _main(self, setup: WriteFn | None, started: queue.SimpleQueue[outcome.Outcome[Any]]) -> None:
+        try:
+            conn = open_connection(self._path, synchronous=self._synchronous)
+            value = setup(conn) if setup is not None else None
+        except BaseException as e:  # reported to start(), which re-raises
+            started.put(outcome.Error(e))
+            return
+        started.put(outcome.Value(value))
+        try:
+            self._loop(conn)
+        finally:
+            try:
+                conn.close()
+            except apsw.Error:
+                log.exception("closing the write connection failed")
+
+    def _loop(self, conn: apsw.Connection) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            self._commit(conn, batch)  # type: ignore[arg-type]
+
+    def _commit(self, conn: apsw.Connection, batch: list[_Job]) -> None:
+        results: list[outcome.Outcome[Any]] = []
+        try:
+            with conn:  # one transaction for the group
+                for job in batch:
+                    results.append(self._one(conn, job))
+        except apsw.Error as e:  # the commit itself failed: nothing is durable
+            err = map_error(e, "commit failed")
+            results = [outcome.Error(err) for _ in batch]
+        self.commits += 1
+        self.jobs += len(batch)
+        for job, result in zip(batch, results, strict=True):
+            job.done(result)
+
+    @staticmethod
+    def _one(conn: apsw.Connection, job: _Job) -> outcome.Outcome[Any]:
+        try:
+            with conn:  # a savepoint: this job's changes only
+                return outcome.Value(job.fn(conn))
+        except ReverieError as e:
+            return outcome.Error(e)
+        except apsw.Error as e:
+            return outcome.Error(map_error(e, "write failed"))
+        except Exception as e:
+            log.exception("write job failed")
+            return outcome.Error(e)
