@@ -18,7 +18,6 @@ from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
-
 from reverie.errors import ConfigError
 
 LogLevel = Literal["debug", "info", "warning", "error"]

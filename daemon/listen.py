@@ -27,7 +27,9 @@ class Peer:
     gid: int
 
 
-def bind_unix_socket(path: Path, *, mode: int, group: str = "", backlog: int = 512) -> socket.socket:
+def bind_unix_socket(
+    path: Path, *, mode: int, group: str = "", backlog: int = 512
+) -> socket.socket:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:

@@ -37,7 +37,11 @@ def stderr_is_journal() -> bool:
 
 class OneLineFormatter(logging.Formatter):
     def __init__(self, journal: bool) -> None:
-        fmt = "%(name)s: %(message)s" if journal else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        fmt = (
+            "%(name)s: %(message)s"
+            if journal
+            else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         super().__init__(fmt)
         self._journal = journal
 

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import trio
-
 from reverie import __version__
 from reverie.daemon import config as config_mod
 from reverie.daemon import datadir, logs
@@ -78,11 +77,15 @@ class _Daemon:
         path = self.cfg.socket_path
         owned_inode = None if activated else os.stat(path).st_ino
         info = ServerInfo(
-            data_dir=str(self.cfg.data_path), socket=str(path), socket_activated=activated,
-            started=self.started, connections=lambda: server.active,
+            data_dir=str(self.cfg.data_path),
+            socket=str(path),
+            socket_activated=activated,
+            started=self.started,
+            connections=lambda: server.active,
         )
         server = Server(
-            self.cfg.daemon, Dispatcher(self.db, info).handle,
+            self.cfg.daemon,
+            Dispatcher(self.db, info).handle,
             allowed_uids(self.cfg.daemon.allowed_uids),
         )
         self.server = server
@@ -106,7 +109,9 @@ class _Daemon:
         if sock is not None:
             return sock, True
         d = self.cfg.daemon
-        return bind_unix_socket(self.cfg.socket_path, mode=int(d.socket_mode, 8), group=d.socket_group), False
+        return bind_unix_socket(
+            self.cfg.socket_path, mode=int(d.socket_mode, 8), group=d.socket_group
+        ), False
 
     def _announce_ready(self, activated: bool) -> None:
         elapsed = time.monotonic() - self.started
@@ -114,15 +119,20 @@ class _Daemon:
         self.notifier.ready(status)
         log.info(
             "ready version=%s pid=%d socket=%s activated=%s data_dir=%s startup_ms=%.0f",
-            __version__, os.getpid(), self.cfg.socket_path, activated, self.cfg.data_path,
+            __version__,
+            os.getpid(),
+            self.cfg.socket_path,
+            activated,
+            self.cfg.data_path,
             elapsed * 1000,
         )
 
     async def _drain(self, server: Server) -> None:
         grace = self.cfg.daemon.grace_period_s
         self.notifier.stopping()
-        log.info("stopping: finishing in-flight requests connections=%d grace_s=%g",
-                 server.active, grace)
+        log.info(
+            "stopping: finishing in-flight requests connections=%d grace_s=%g", server.active, grace
+        )
         server.begin_shutdown()
         with trio.move_on_after(grace):
             await server.finished.wait()
@@ -140,8 +150,9 @@ class _Daemon:
                     log.info("received %s", signal.Signals(signum).name)
                     self.stop_requested.set()
                 else:
-                    log.warning("second %s: not waiting for the grace period",
-                                signal.Signals(signum).name)
+                    log.warning(
+                        "second %s: not waiting for the grace period", signal.Signals(signum).name
+                    )
                     server.force_close()
 
     def _reload(self) -> None:
@@ -157,8 +168,9 @@ class _Daemon:
                 self.cfg.daemon.log_level = new.daemon.log_level
             needs_restart = _changed_keys(self.cfg, new)
             if needs_restart:
-                log.warning("reload: these keys change only on restart: %s",
-                            ", ".join(needs_restart))
+                log.warning(
+                    "reload: these keys change only on restart: %s", ", ".join(needs_restart)
+                )
             log.info("reloaded config log_level=%s", self.cfg.daemon.log_level)
         self.notifier.send("READY=1")
 

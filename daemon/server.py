@@ -10,13 +10,13 @@ grace period.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
 
 import msgspec
 import trio
-
 from reverie import __version__
 from reverie.daemon.config import DaemonConfig
 from reverie.daemon.listen import Peer, peer_credentials
@@ -65,7 +65,7 @@ class Server:
         self._read_scopes: set[trio.CancelScope] = set()
         self._conns_scope: trio.CancelScope | None = None
         self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder(Request)  # type: ignore[var-annotated]
+        self._decoder: msgspec.msgpack.Decoder[Request] = msgspec.msgpack.Decoder(Request)
         self._envelope = msgspec.msgpack.Decoder(Envelope)
 
     # -- lifecycle ----------------------------------------------------------
@@ -79,7 +79,9 @@ class Server:
                 self._conns_scope = conns.cancel_scope
                 with self._accept_scope:
                     await trio.serve_listeners(
-                        self._handle, [listener], handler_nursery=conns,
+                        self._handle,
+                        [listener],
+                        handler_nursery=conns,
                         task_status=task_status,  # type: ignore[arg-type]
                     )
                 await listener.aclose()
@@ -109,8 +111,12 @@ class Server:
                 return
             refusal = self._refusal(peer)
             if refusal is not None:
-                log.warning("refused connection peer_uid=%d peer_pid=%d reason=%s",
-                            peer.uid, peer.pid, refusal.code)
+                log.warning(
+                    "refused connection peer_uid=%d peer_pid=%d reason=%s",
+                    peer.uid,
+                    peer.pid,
+                    refusal.code,
+                )
                 await self._send_error_and_close(stream, refusal)
                 return
             self.active += 1
@@ -132,10 +138,8 @@ class Server:
 
     async def _send_error_and_close(self, stream: trio.SocketStream, err: ReverieError) -> None:
         with trio.move_on_after(_REFUSE_TIMEOUT):
-            try:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.send_all(self.encode_error(0, err))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
 
     # -- encoding -----------------------------------------------------------------
 
@@ -146,10 +150,13 @@ class Server:
     def encode_result(self, rid: int, result: Result) -> bytes:
         body = self._encoder.encode(Response(id=rid, result=result))
         if len(body) > self.cfg.max_frame_bytes:
-            return self.encode_error(rid, FrameTooLarge(
-                f"the result is {len(body)} bytes, over the maximum frame of "
-                f"{self.cfg.max_frame_bytes}; ask for less (e.g. a smaller limit)"
-            ))
+            return self.encode_error(
+                rid,
+                FrameTooLarge(
+                    f"the result is {len(body)} bytes, over the maximum frame of "
+                    f"{self.cfg.max_frame_bytes}; ask for less (e.g. a smaller limit)"
+                ),
+            )
         return encode_frame(body)
 
     def decode(self, frame: bytes) -> Request | tuple[int, ReverieError]:
@@ -203,9 +210,7 @@ class _Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return  # the client is gone; request tasks see a closed channel
 
-    async def _read_loop(
-        self, work: trio.Nursery, send: trio.MemorySendChannel[bytes]
-    ) -> None:
+    async def _read_loop(self, work: trio.Nursery, send: trio.MemorySendChannel[bytes]) -> None:
         buf = FrameBuffer(self.cfg.max_frame_bytes)
         scope = trio.CancelScope()
         self.server._read_scopes.add(scope)
@@ -235,8 +240,11 @@ class _Connection:
                 return await self.stream.receive_some(_RECV_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return b""
-        log.debug("closing connection peer_pid=%d reason=%s", self.peer.pid,
-                  "slow_frame" if partial else "idle")
+        log.debug(
+            "closing connection peer_pid=%d reason=%s",
+            self.peer.pid,
+            "slow_frame" if partial else "idle",
+        )
         return b""
 
     async def _on_frame(
@@ -268,7 +276,8 @@ class _Connection:
             return False
         self.greeted = True
         result = HelloResult(
-            protocol=PROTOCOL_VERSION, server=f"reverie/{__version__}",
+            protocol=PROTOCOL_VERSION,
+            server=f"reverie/{__version__}",
             max_frame=self.cfg.max_frame_bytes,
         )
         await _send(send, self.server.encode_result(req.id, result))
@@ -293,7 +302,6 @@ class _Connection:
 
 
 async def _send(send: trio.MemorySendChannel[bytes], frame: bytes) -> None:
-    try:
+    # If the sender stopped, the client went away: the answer has nowhere to go.
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         await send.send(frame)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass  # the sender stopped because the client went away

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import msgspec
-
 from reverie import __version__
 from reverie.errors import (
     ConfigError,
@@ -95,16 +94,21 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
     print(f"socket     {st.socket}{'  (socket-activated)' if st.socket_activated else ''}")
     print(f"data dir   {st.data_dir}")
     print(f"database   {st.database}  {st.db_bytes / 1e6:.1f} MB  schema v{st.schema_version}")
-    print(f"memories   {mem.get('active', 0)} active, {mem.get('superseded', 0)} superseded, "
-          f"{mem.get('forgotten', 0)} forgotten in {st.workspaces} workspace(s)")
+    print(
+        f"memories   {mem.get('active', 0)} active, {mem.get('superseded', 0)} superseded, "
+        f"{mem.get('forgotten', 0)} forgotten in {st.workspaces} workspace(s)"
+    )
     print(f"clients    {st.connections} connected")
     return 0
 
 
 def cmd_remember(args: argparse.Namespace, client: Client) -> int:
     fields: dict[str, Any] = {
-        "workspace": args.workspace, "kind": args.kind, "tags": args.tag,
-        "importance": args.importance, "metadata": _parse_meta(args.meta),
+        "workspace": args.workspace,
+        "kind": args.kind,
+        "tags": args.tag,
+        "importance": args.importance,
+        "metadata": _parse_meta(args.meta),
     }
     text = sys.stdin.read() if args.text == "-" else args.text
     res = client.remember(text, **fields)
@@ -141,10 +145,13 @@ def cmd_get(args: argparse.Namespace, client: Client) -> int:
 
 def _print_memory(m: Memory) -> None:
     print(f"#{m.id}  {m.kind}  {m.state}/{m.tier}  workspace {m.workspace}")
-    print(f"  created {_ts(m.created_at)}  observed {_ts(m.observed_at)}  "
-          f"updated {_ts(m.updated_at)}")
-    print(f"  importance {m.importance:.2f}  recalled {m.recall_count}x "
-          f"({m.distinct_queries} distinct queries)  last {_ts(m.last_recalled_at)}")
+    print(
+        f"  created {_ts(m.created_at)}  observed {_ts(m.observed_at)}  updated {_ts(m.updated_at)}"
+    )
+    print(
+        f"  importance {m.importance:.2f}  recalled {m.recall_count}x "
+        f"({m.distinct_queries} distinct queries)  last {_ts(m.last_recalled_at)}"
+    )
     if m.tags:
         print(f"  tags {' '.join(m.tags)}")
     if m.superseded_by:
@@ -168,7 +175,9 @@ def cmd_export(args: argparse.Namespace, client: Client) -> int:
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     count = 0
     try:
-        for rec in client.export(workspace=args.workspace, include_forgotten=args.include_forgotten):
+        for rec in client.export(
+            workspace=args.workspace, include_forgotten=args.include_forgotten
+        ):
             out.write(_json.encode(rec).decode() + "\n")
             count += 1
     finally:
@@ -243,12 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("text", help="the memory's text ('-' reads stdin)")
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
-    p.add_argument("--kind", default="observation",
-                   help="observation, fact, preference, decision, procedure, ...")
+    p.add_argument(
+        "--kind",
+        default="observation",
+        help="observation, fact, preference, decision, procedure, ...",
+    )
     p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     p.add_argument("--importance", type=float, default=0.5, help="0 to 1 (default 0.5)")
-    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
-                   help="metadata (repeatable; JSON values keep their type)")
+    p.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metadata (repeatable; JSON values keep their type)",
+    )
     p.set_defaults(run=cmd_remember)
 
     p = sub.add_parser("search", help="search memories (full text, BM25)")

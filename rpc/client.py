@@ -14,7 +14,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
-
 from reverie.errors import (
     AccessDenied,
     ConnectionLost,
@@ -143,7 +142,9 @@ class Client:
         ids = [self._assign(r) for r in requests]
         self._send(b"".join(encode_frame(self._encoder.encode(r)) for r in requests))
         raw = [self._receive(i) for i in ids]
-        return [self._unwrap(resp, RESULT_TYPES[type(r)]) for resp, r in zip(raw, requests, strict=True)]
+        return [
+            self._unwrap(resp, RESULT_TYPES[type(r)]) for resp, r in zip(raw, requests, strict=True)
+        ]
 
     def _call(self, request: _Request, result_type: type[T]) -> T:
         if self._sock is None:
@@ -231,8 +232,12 @@ class Client:
         after = 0
         while True:
             res = self._call(
-                Export(workspace=workspace, after_id=after, limit=page,
-                       include_forgotten=include_forgotten),
+                Export(
+                    workspace=workspace,
+                    after_id=after,
+                    limit=page,
+                    include_forgotten=include_forgotten,
+                ),
                 ExportResult,
             )
             yield from res.records

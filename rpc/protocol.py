@@ -230,9 +230,7 @@ RESULT_TYPES: dict[type[_Request], type[Struct]] = {
     Import: ImportResult,
 }
 
-METHOD_NAMES: frozenset[str] = frozenset(
-    str(cls.__struct_config__.tag) for cls in RESULT_TYPES
-)
+METHOD_NAMES: frozenset[str] = frozenset(str(cls.__struct_config__.tag) for cls in RESULT_TYPES)
 
 
 # --- envelopes ---------------------------------------------------------------

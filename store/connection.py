@@ -7,12 +7,12 @@ rewrites the header. Only then are APSW's best-practice settings applied.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import apsw
 import apsw.bestpractice
-
 from reverie.errors import NotReverieDatabase, ReadOnlyStorage, StorageError
 
 APPLICATION_ID = 0x52564552  # "RVER"
@@ -38,36 +38,40 @@ def _configure_library() -> None:
         _library_configured = True
 
 
-def check_file(path: Path) -> None:
-    """Refuse a file that is not (or not yet) a reverie database, without writing."""
+def check_file(path: Path) -> int:
+    """Refuse a file that is not a reverie database, without writing to it.
+
+    Returns the file's schema version (0 for a new or empty file), so that the
+    caller can refuse a newer schema before anything opens it for writing.
+    """
     try:
         with path.open("rb") as f:
             header = f.read(100)
     except FileNotFoundError:
-        return
+        return 0
     except PermissionError as e:
         raise ReadOnlyStorage(f"cannot read database {path}: {e.strerror}") from e
     if not header:
-        return
+        return 0
     if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
         raise NotReverieDatabase(
             f"{path} is not an SQLite database; refusing to touch it "
             "(move it aside or point data_dir elsewhere)"
         )
     app_id = int.from_bytes(header[68:72], "big")
-    if app_id == APPLICATION_ID:
-        return
-    if app_id != 0:
+    if app_id not in (0, APPLICATION_ID):
         raise NotReverieDatabase(
-            f"{path} belongs to another application (application_id {app_id:#x}); refusing to touch it"
+            f"{path} belongs to another application (application_id {app_id:#x}); "
+            "refusing to touch it"
         )
-    # application_id 0: either brand new, or its first transaction is still in
-    # the WAL, or a foreign database. Ask SQLite, read-only.
+    # The header may lag behind the WAL (a first transaction not yet
+    # checkpointed), so ask SQLite itself, read-only.
     try:
         probe = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
         try:
             app_id = int(probe.pragma("application_id"))
-            tables = int(probe.execute("SELECT count(*) FROM sqlite_schema").get)
+            version = int(probe.pragma("user_version"))
+            tables = int(probe.execute("SELECT count(*) FROM sqlite_schema").get)  # type: ignore[arg-type]
         finally:
             probe.close()
     except apsw.Error as e:
@@ -76,9 +80,12 @@ def check_file(path: Path) -> None:
         raise NotReverieDatabase(
             f"{path} is an SQLite database of another application; refusing to touch it"
         )
+    return version
 
 
-def open_connection(path: Path, *, synchronous: str = "FULL", readonly: bool = False) -> apsw.Connection:
+def open_connection(
+    path: Path, *, synchronous: str = "FULL", readonly: bool = False
+) -> apsw.Connection:
     """Open one connection (one per thread) with reverie's settings."""
     _configure_library()
     if readonly:
@@ -118,8 +125,6 @@ def database_size(path: Path) -> int:
     """Bytes on disk: the database plus its WAL."""
     total = 0
     for p in (path, Path(f"{path}-wal")):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             total += os.stat(p).st_size
-        except FileNotFoundError:
-            pass
     return total

@@ -13,7 +13,6 @@ from typing import TypeVar
 
 import apsw
 import trio
-
 from reverie.rpc.protocol import (
     ExportResult,
     ForgetResult,
@@ -46,7 +45,7 @@ class Database:
     def open_blocking(cls, data_dir: Path, **kwargs: object) -> Database:
         """Check, migrate and open; blocking (call from a thread at start)."""
         path = data_dir / DB_FILENAME
-        check_file(path)
+        schema.refuse_newer(check_file(path))
         db = cls(path, **kwargs)  # type: ignore[arg-type]
         db._writer.start(schema.migrate)
         db.schema_version = schema.LATEST
@@ -105,7 +104,10 @@ class Database:
     ) -> ExportResult:
         records, nxt = await self.read(
             lambda c: memories.export_page(
-                c, workspace=workspace, after_id=after_id, limit=limit,
+                c,
+                workspace=workspace,
+                after_id=after_id,
+                limit=limit,
                 include_forgotten=include_forgotten,
             )
         )

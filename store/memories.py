@@ -16,7 +16,6 @@ from typing import Any
 
 import apsw
 import msgspec
-
 from reverie.errors import InvalidParams, NotFound
 from reverie.rpc.protocol import Memory, MemoryRecord, Remember
 
@@ -36,8 +35,12 @@ def content_hash(content: str) -> str:
     return hashlib.sha256(norm.encode()).hexdigest()[:32]
 
 
-def _ts(value: float | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+def _ts(value: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+def _ts_opt(value: float | None) -> dt.datetime | None:
+    return None if value is None else _ts(value)
 
 
 def _epoch(value: dt.datetime) -> float:
@@ -47,15 +50,47 @@ def _epoch(value: dt.datetime) -> float:
 
 
 def row_to_memory(row: tuple[Any, ...]) -> Memory:
-    (mid, uid, ws, kind, content, tags, imp, tier, state, sup, prov, created,
-     observed, updated, recalled, rcount, dq, chash, meta) = row
+    (
+        mid,
+        uid,
+        ws,
+        kind,
+        content,
+        tags,
+        imp,
+        tier,
+        state,
+        sup,
+        prov,
+        created,
+        observed,
+        updated,
+        recalled,
+        rcount,
+        dq,
+        chash,
+        meta,
+    ) = row
     return Memory(
-        id=mid, uid=uid, workspace=ws, kind=kind, content=content, tags=json.loads(tags),
-        importance=imp, tier=tier, state=state, superseded_by=sup,
-        provenance=json.loads(prov), created_at=_ts(created),  # type: ignore[arg-type]
-        observed_at=_ts(observed), updated_at=_ts(updated),  # type: ignore[arg-type]
-        last_recalled_at=_ts(recalled), recall_count=rcount, distinct_queries=dq,
-        content_hash=chash, metadata=json.loads(meta),
+        id=mid,
+        uid=uid,
+        workspace=ws,
+        kind=kind,
+        content=content,
+        tags=json.loads(tags),
+        importance=imp,
+        tier=tier,
+        state=state,
+        superseded_by=sup,
+        provenance=json.loads(prov),
+        created_at=_ts(created),
+        observed_at=_ts(observed),
+        updated_at=_ts(updated),
+        last_recalled_at=_ts_opt(recalled),
+        recall_count=rcount,
+        distinct_queries=dq,
+        content_hash=chash,
+        metadata=json.loads(meta),
     )
 
 
@@ -75,9 +110,20 @@ def remember(conn: apsw.Connection, req: Remember) -> tuple[int, bool]:
         "INSERT INTO memories (uid, workspace, kind, content, tags, importance, tier, "
         "created_at, observed_at, updated_at, content_hash, metadata) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (uuid.uuid4().hex, req.workspace, req.kind, req.content, _json.encode(tags).decode(),
-         req.importance, req.tier, now, observed, now, chash,
-         _json.encode(req.metadata).decode()),
+        (
+            uuid.uuid4().hex,
+            req.workspace,
+            req.kind,
+            req.content,
+            _json.encode(tags).decode(),
+            req.importance,
+            req.tier,
+            now,
+            observed,
+            now,
+            chash,
+            _json.encode(req.metadata).decode(),
+        ),
     )
     return conn.last_insert_rowid(), True
 
@@ -112,7 +158,11 @@ def forget(conn: apsw.Connection, memory_id: int, *, purge: bool, reason: str) -
 
 
 def export_page(
-    conn: apsw.Connection, *, workspace: str | None, after_id: int, limit: int,
+    conn: apsw.Connection,
+    *,
+    workspace: str | None,
+    after_id: int,
+    limit: int,
     include_forgotten: bool,
 ) -> tuple[list[MemoryRecord], int | None]:
     """One page of memories in portable form, in id order."""
@@ -131,19 +181,36 @@ def export_page(
     ).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    records = [_to_record(row_to_memory(r[:-1]), r[-1]) for r in rows]
-    next_after = rows[-1][0] if more else None
+    records = [_to_record(row_to_memory(r[:-1]), _opt_str(r[-1])) for r in rows]
+    # The last id of a full page is where the next page starts.
+    next_after = int(rows[-1][0]) if more else None  # type: ignore[arg-type]
     return records, next_after
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _to_record(m: Memory, superseded_uid: str | None) -> MemoryRecord:
     return MemoryRecord(
-        uid=m.uid, workspace=m.workspace, kind=m.kind, content=m.content, tags=m.tags,
-        importance=m.importance, tier=m.tier, state=m.state, superseded_by=superseded_uid,
-        provenance=m.provenance, created_at=m.created_at, observed_at=m.observed_at,
-        updated_at=m.updated_at, last_recalled_at=m.last_recalled_at,
-        recall_count=m.recall_count, distinct_queries=m.distinct_queries,
-        content_hash=m.content_hash, metadata=m.metadata,
+        uid=m.uid,
+        workspace=m.workspace,
+        kind=m.kind,
+        content=m.content,
+        tags=m.tags,
+        importance=m.importance,
+        tier=m.tier,
+        state=m.state,
+        superseded_by=superseded_uid,
+        provenance=m.provenance,
+        created_at=m.created_at,
+        observed_at=m.observed_at,
+        updated_at=m.updated_at,
+        last_recalled_at=m.last_recalled_at,
+        recall_count=m.recall_count,
+        distinct_queries=m.distinct_queries,
+        content_hash=m.content_hash,
+        metadata=m.metadata,
     )
 
 
@@ -161,12 +228,25 @@ def import_records(conn: apsw.Connection, records: list[MemoryRecord]) -> tuple[
             "provenance, created_at, observed_at, updated_at, last_recalled_at, recall_count, "
             "distinct_queries, content_hash, metadata) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rec.uid, rec.workspace, rec.kind, rec.content, _json.encode(rec.tags).decode(),
-             rec.importance, rec.tier, rec.state, _json.encode(rec.provenance).decode(),
-             _epoch(rec.created_at), _epoch(rec.observed_at), _epoch(rec.updated_at),
-             _epoch(rec.last_recalled_at) if rec.last_recalled_at else None,
-             rec.recall_count, rec.distinct_queries,
-             rec.content_hash or content_hash(rec.content), _json.encode(rec.metadata).decode()),
+            (
+                rec.uid,
+                rec.workspace,
+                rec.kind,
+                rec.content,
+                _json.encode(rec.tags).decode(),
+                rec.importance,
+                rec.tier,
+                rec.state,
+                _json.encode(rec.provenance).decode(),
+                _epoch(rec.created_at),
+                _epoch(rec.observed_at),
+                _epoch(rec.updated_at),
+                _epoch(rec.last_recalled_at) if rec.last_recalled_at else None,
+                rec.recall_count,
+                rec.distinct_queries,
+                rec.content_hash or content_hash(rec.content),
+                _json.encode(rec.metadata).decode(),
+            ),
         )
         added += 1
     # Second pass: supersession links by uid, now that every record has a row.

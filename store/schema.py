@@ -8,7 +8,6 @@ user_version updates, so a crash leaves either the old or the new schema.
 from __future__ import annotations
 
 import apsw
-
 from reverie.errors import SchemaTooNew
 from reverie.store.connection import APPLICATION_ID
 
@@ -148,16 +147,20 @@ def schema_version(conn: apsw.Connection) -> int:
     return int(conn.pragma("user_version"))
 
 
-def migrate(conn: apsw.Connection) -> int:
-    """Bring the database to LATEST; return the version it had before."""
-    current = schema_version(conn)
-    if current > LATEST:
+def refuse_newer(version: int) -> None:
+    if version > LATEST:
         from reverie import __version__
 
         raise SchemaTooNew(
-            f"the database has schema version {current}, but reverie {__version__} "
+            f"the database has schema version {version}, but reverie {__version__} "
             f"knows versions up to {LATEST}: upgrade reverie (the database was not changed)"
         )
+
+
+def migrate(conn: apsw.Connection) -> int:
+    """Bring the database to LATEST; return the version it had before."""
+    current = schema_version(conn)
+    refuse_newer(current)
     if current == LATEST:
         return current
     with conn:

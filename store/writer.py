@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 import apsw
 import outcome
 import trio
-
 from reverie.errors import ReverieError, ShuttingDown
 from reverie.store.connection import map_error, open_connection
 
@@ -97,9 +96,7 @@ class Writer:
             token.run_sync_soon(trio.lowlevel.reschedule, task, result)
 
         self.submit(fn, done)
-        result: T = await trio.lowlevel.wait_task_rescheduled(
-            lambda _: trio.lowlevel.Abort.FAILED
-        )
+        result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         return result
 
     def run_sync(self, fn: Callable[[apsw.Connection], T]) -> T:
@@ -111,7 +108,9 @@ class Writer:
 
     # -- the thread -------------------------------------------------------------
 
-    def _main(self, setup: WriteFn | None, started: queue.SimpleQueue[outcome.Outcome[Any]]) -> None:
+    def _main(
+        self, setup: WriteFn | None, started: queue.SimpleQueue[outcome.Outcome[Any]]
+    ) -> None:
         try:
             conn = open_connection(self._path, synchronous=self._synchronous)
             value = setup(conn) if setup is not None else None
@@ -163,7 +162,7 @@ class Writer:
     def _one(conn: apsw.Connection, job: _Job) -> outcome.Outcome[Any]:
         try:
             with conn:  # a savepoint: this job's changes only
-                return outcome.Value(job.fn(conn))
+                value = job.fn(conn)
         except ReverieError as e:
             return outcome.Error(e)
         except apsw.Error as e:
@@ -171,3 +170,4 @@ class Writer:
         except Exception as e:
             log.exception("write job failed")
             return outcome.Error(e)
+        return outcome.Value(value)

@@ -1,0 +1,137 @@
+"""Start and stop a real reverie daemon process for tests and benchmarks.
+
+Each daemon gets its own data dir and socket under a temporary directory and
+runs as `python -m reverie daemon`, exactly as a user would start it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from reverie.rpc.client import Client
+
+START_TIMEOUT = 30.0
+
+
+class Daemon:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        config: str | None = None,
+        env: Mapping[str, str] | None = None,
+        name: str = "d",
+    ) -> None:
+        self.root = root
+        self.data_dir = root / f"{name}-data"
+        # Unix socket paths are limited to 108 bytes: keep them short.
+        self.socket = root / f"{name}.sock"
+        self.log_path = root / f"{name}.log"
+        self.config_path: Path | None = None
+        if config is not None:
+            self.config_path = root / f"{name}.toml"
+            self.config_path.write_text(config)
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def environ(self) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("REVERIE_", "NOTIFY_", "LISTEN_", "WATCHDOG_"))
+        }
+        env["REVERIE_DATA_DIR"] = str(self.data_dir)
+        env["REVERIE_SOCKET"] = str(self.socket)
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.config_path is not None:
+            env["REVERIE_CONFIG"] = str(self.config_path)
+        env.update(self.extra_env)
+        return env
+
+    def start(self, *, wait: bool = True, pass_fds: tuple[int, ...] = ()) -> Daemon:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "reverie", "daemon"],
+            env=self.environ(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until the daemon answers a ping (or fail with its log)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            if self.socket.exists():
+                try:
+                    with self.client(timeout=5) as c:
+                        c.ping()
+                    return
+                except (OSError, Exception):
+                    pass
+            time.sleep(0.02)
+        raise TimeoutError(f"daemon not ready after {timeout}s:\n{self.log()}")
+
+    def client(self, timeout: float | None = 30.0) -> Client:
+        return Client(self.socket, timeout=timeout, name="tests")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all, as in a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Daemon:
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.kill() if t is not None else self.stop()
+
+
+def raw_connect(path: Path, timeout: float = 10.0) -> socket.socket:
+    """A plain socket to the daemon, for tests that speak bytes directly."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(str(path))
+    return s

@@ -1,0 +1,79 @@
+"""Configuration: TOML decoded into typed structs, unknown keys named, env overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from harness import Daemon
+from reverie.daemon import config
+from reverie.errors import ConfigError
+
+
+def test_defaults_need_no_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in (
+        "REVERIE_CONFIG",
+        "REVERIE_DATA_DIR",
+        "REVERIE_SOCKET",
+        "STATE_DIRECTORY",
+        "RUNTIME_DIRECTORY",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    cfg = config.load()
+    assert cfg.data_path == tmp_path / "state" / "reverie"
+    assert cfg.socket_path == tmp_path / "run" / "reverie" / "reverie.sock"
+    assert cfg.daemon.socket_mode == "0600"
+
+
+def test_systemd_directories_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REVERIE_CONFIG", raising=False)
+    monkeypatch.delenv("REVERIE_DATA_DIR", raising=False)
+    monkeypatch.delenv("REVERIE_SOCKET", raising=False)
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/reverie")
+    monkeypatch.setenv("RUNTIME_DIRECTORY", "/run/reverie")
+    cfg = config.load(env=True)
+    assert str(cfg.data_path) == "/var/lib/reverie"
+    assert str(cfg.socket_path) == "/run/reverie/reverie.sock"
+
+
+def test_unknown_key_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"unknown field `sockte`.*daemon"):
+        config.parse("[daemon]\nsockte = '/x'\n", "t.toml")
+    with pytest.raises(ConfigError, match="unknown field `nope`"):
+        config.parse("[nope]\n", "t.toml")
+
+
+def test_bad_values_are_explained() -> None:
+    with pytest.raises(ConfigError, match=r"t.toml: .*max_connections"):
+        config.parse("[daemon]\nmax_connections = 0\n", "t.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.parse("[daemon\n", "t.toml")
+    with pytest.raises(ConfigError, match="socket_mode"):
+        config.parse("[daemon]\nsocket_mode = '999'\n", "t.toml")
+
+
+def test_environment_overrides_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    f = tmp_path / "r.toml"
+    f.write_text("[daemon]\ndata_dir = '/from/file'\nsocket = '/from/file.sock'\n")
+    monkeypatch.setenv("REVERIE_CONFIG", str(f))
+    monkeypatch.setenv("REVERIE_DATA_DIR", "/from/env")
+    monkeypatch.delenv("REVERIE_SOCKET", raising=False)
+    cfg = config.load()
+    assert str(cfg.data_path) == "/from/env"
+    assert str(cfg.socket_path) == "/from/file.sock"
+
+
+def test_missing_named_config_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REVERIE_CONFIG", "/nonexistent/reverie.toml")
+    with pytest.raises(ConfigError, match="REVERIE_CONFIG"):
+        config.load()
+
+
+def test_daemon_refuses_bad_config_with_the_key_named(short_tmp: Path) -> None:
+    d = Daemon(short_tmp, config="[daemon]\nmax_conections = 3\n")
+    d.start(wait=False)
+    assert d.proc is not None and d.proc.wait(30) == 2
+    assert "max_conections" in d.log()
