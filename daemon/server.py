@@ -62,7 +62,7 @@ class Server:
         self.finished = trio.Event()
         self._stopping = False
         self._accept_scope = trio.CancelScope()
-        self._read_scopes: set[trio.CancelScope] = set()
+        self._connections: set[_Connection] = set()
         self._conns_scope: trio.CancelScope | None = None
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[Request] = msgspec.msgpack.Decoder(Request)
@@ -92,8 +92,8 @@ class Server:
         """Stop accepting and reading; requests already read still complete."""
         self._stopping = True
         self._accept_scope.cancel()
-        for scope in self._read_scopes:
-            scope.cancel()
+        for conn in self._connections:
+            conn.stop_reading()
 
     def force_close(self) -> None:
         """End every connection now (the grace period is over)."""
@@ -183,7 +183,13 @@ class Server:
 
 
 class _Connection:
-    """One client: a read loop, request tasks, and a sender."""
+    """One client: a read loop that answers requests, inline or concurrently.
+
+    A lone request (the usual case: one call at a time) is answered inline,
+    which costs no task spawn. Frames that arrive together (pipelining) run
+    as concurrent tasks. Responses are written under a FIFO lock, each as it
+    is ready, so a slow request never holds back a fast one.
+    """
 
     def __init__(self, server: Server, stream: trio.SocketStream, peer: Peer) -> None:
         self.server = server
@@ -191,88 +197,100 @@ class _Connection:
         self.peer = peer
         self.cfg = server.cfg
         self.greeted = False
+        self.closed = False
         self.in_flight = trio.Semaphore(self.cfg.max_in_flight)
+        self.send_lock = trio.StrictFIFOLock()
+        self.read_scope: trio.CancelScope | None = None
+
+    def stop_reading(self) -> None:
+        if self.read_scope is not None:
+            self.read_scope.cancel()
 
     async def run(self) -> None:
-        send, recv = trio.open_memory_channel[bytes](self.cfg.max_in_flight)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._send_loop, recv)
-            async with send, trio.open_nursery() as work:
-                await self._read_loop(work, send)
-            # `send` is closed once every request task is done; the sender
-            # then drains what is queued and returns.
-
-    async def _send_loop(self, recv: trio.MemoryReceiveChannel[bytes]) -> None:
-        async with recv:
-            async for frame in recv:
-                try:
-                    await self.stream.send_all(frame)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return  # the client is gone; request tasks see a closed channel
-
-    async def _read_loop(self, work: trio.Nursery, send: trio.MemorySendChannel[bytes]) -> None:
-        buf = FrameBuffer(self.cfg.max_frame_bytes)
-        scope = trio.CancelScope()
-        self.server._read_scopes.add(scope)
+        self.server._connections.add(self)
         try:
-            with scope:
-                while True:
-                    data = await self._receive(buf.pending)
-                    if not data:
-                        return
-                    buf.feed(data)
-                    try:
-                        for frame in buf.frames():
-                            if not await self._on_frame(frame, work, send):
-                                return
-                    except FrameTooLarge as e:
-                        # The stream can no longer be parsed: answer and close.
-                        await _send(send, self.server.encode_error(0, e))
-                        return
+            async with trio.open_nursery() as work:
+                await self._read_loop(work)
+            # Leaving the nursery waited for every request task to answer.
         finally:
-            self.server._read_scopes.discard(scope)
+            self.server._connections.discard(self)
+
+    async def _write(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        async with self.send_lock:
+            try:
+                await self.stream.send_all(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.closed = True  # the client is gone; later answers are dropped
+
+    async def _read_loop(self, work: trio.Nursery) -> None:
+        buf = FrameBuffer(self.cfg.max_frame_bytes)
+        while not self.server._stopping and not self.closed:
+            data = await self._receive(buf.pending)
+            if not data:
+                return
+            buf.feed(data)
+            frames: list[bytes] = []
+            too_large: FrameTooLarge | None = None
+            try:
+                frames.extend(buf.frames())
+            except FrameTooLarge as e:
+                too_large = e
+            lone = len(frames) == 1 and not buf.pending and too_large is None
+            for frame in frames:
+                if not await self._on_frame(frame, work, inline=lone):
+                    return
+            if too_large is not None:
+                # The stream can no longer be parsed: answer and close.
+                await self._write(self.server.encode_error(0, too_large))
+                return
 
     async def _receive(self, partial: bool) -> bytes:
-        """Bytes from the client, or b"" on EOF, timeout or a dead connection."""
+        """Bytes from the client, or b"" on EOF, timeout, shutdown or a dead connection."""
         timeout = self.cfg.frame_timeout_s if partial else self.cfg.idle_timeout_s
-        with trio.move_on_after(timeout):
+        # A fresh scope per read: shutdown cancels reads, never a request.
+        self.read_scope = trio.move_on_after(timeout)
+        with self.read_scope:
             try:
                 return await self.stream.receive_some(_RECV_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return b""
-        log.debug(
-            "closing connection peer_pid=%d reason=%s",
-            self.peer.pid,
-            "slow_frame" if partial else "idle",
-        )
+        if not self.server._stopping:
+            log.debug(
+                "closing connection peer_pid=%d reason=%s",
+                self.peer.pid,
+                "slow_frame" if partial else "idle",
+            )
         return b""
 
-    async def _on_frame(
-        self, frame: bytes, work: trio.Nursery, send: trio.MemorySendChannel[bytes]
-    ) -> bool:
+    async def _on_frame(self, frame: bytes, work: trio.Nursery, *, inline: bool) -> bool:
         """Handle one frame; False closes the connection."""
         decoded = self.server.decode(frame)
         if isinstance(decoded, tuple):
             rid, err = decoded
-            await _send(send, self.server.encode_error(rid, err))
+            await self._write(self.server.encode_error(rid, err))
             return True
         if isinstance(decoded, Hello):
-            return await self._hello(decoded, send)
+            return await self._hello(decoded)
         if not self.greeted:
             err = HelloRequired("send hello (with the protocol version) before any request")
-            await _send(send, self.server.encode_error(decoded.id, err))
+            await self._write(self.server.encode_error(decoded.id, err))
             return True
-        await self.in_flight.acquire()
-        work.start_soon(self._answer, decoded, send)
+        if inline:
+            await self._answer(decoded)
+        else:
+            await self.in_flight.acquire()
+            work.start_soon(self._answer_released, decoded)
         return True
 
-    async def _hello(self, req: Hello, send: trio.MemorySendChannel[bytes]) -> bool:
+    async def _hello(self, req: Hello) -> bool:
         if req.protocol != PROTOCOL_VERSION:
             err = VersionMismatch(
                 f"client speaks protocol {req.protocol}, this daemon speaks {PROTOCOL_VERSION}",
                 data={"server": PROTOCOL_VERSION},
             )
-            await _send(send, self.server.encode_error(req.id, err))
+            await self._write(self.server.encode_error(req.id, err))
             return False
         self.greeted = True
         result = HelloResult(
@@ -280,28 +298,25 @@ class _Connection:
             server=f"reverie/{__version__}",
             max_frame=self.cfg.max_frame_bytes,
         )
-        await _send(send, self.server.encode_result(req.id, result))
+        await self._write(self.server.encode_result(req.id, result))
         return True
 
-    async def _answer(self, req: Request, send: trio.MemorySendChannel[bytes]) -> None:
+    async def _answer_released(self, req: Request) -> None:
         try:
-            self.server.requests += 1
-            try:
-                result = await self.server.handler(req)
-                frame = self.server.encode_result(req.id, result)
-            except ReverieError as e:
-                frame = self.server.encode_error(req.id, e)
-            except Exception:
-                log.exception("request failed method=%s id=%d", type(req).__name__, req.id)
-                frame = self.server.encode_error(
-                    req.id, InternalError("internal error; the daemon logged the details")
-                )
-            await _send(send, frame)
+            await self._answer(req)
         finally:
             self.in_flight.release()
 
-
-async def _send(send: trio.MemorySendChannel[bytes], frame: bytes) -> None:
-    # If the sender stopped, the client went away: the answer has nowhere to go.
-    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        await send.send(frame)
+    async def _answer(self, req: Request) -> None:
+        self.server.requests += 1
+        try:
+            result = await self.server.handler(req)
+            frame = self.server.encode_result(req.id, result)
+        except ReverieError as e:
+            frame = self.server.encode_error(req.id, e)
+        except Exception:
+            log.exception("request failed method=%s id=%d", type(req).__name__, req.id)
+            frame = self.server.encode_error(
+                req.id, InternalError("internal error; the daemon logged the details")
+            )
+        await self._write(frame)

@@ -32,7 +32,15 @@ log = logging.getLogger("reverie.store.writer")
 @dataclass(slots=True)
 class _Job:
     fn: WriteFn
-    done: Callable[[outcome.Outcome[Any]], None]
+    # Either a callback (blocking callers), or the trio task to wake up.
+    done: Callable[[outcome.Outcome[Any]], None] | None = None
+    task: trio.lowlevel.Task | None = None
+    token: trio.lowlevel.TrioToken | None = None
+
+
+def _reschedule_all(wakeups: list[tuple[trio.lowlevel.Task, outcome.Outcome[Any]]]) -> None:
+    for task, result in wakeups:
+        trio.lowlevel.reschedule(task, result)
 
 
 _STOP = object()
@@ -81,7 +89,7 @@ class Writer:
         if self._closed:
             done(outcome.Error(ShuttingDown("the database is closing")))
             return
-        self._queue.put(_Job(fn, done))
+        self._queue.put(_Job(fn, done=done))
 
     async def run(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run `fn` in the next group; return once its transaction has committed.
@@ -89,13 +97,12 @@ class Writer:
         Not cancellable once submitted: the caller must learn whether the write
         is durable, so a cancel waits for the commit (which is quick).
         """
-        task = trio.lowlevel.current_task()
-        token = trio.lowlevel.current_trio_token()
-
-        def done(result: outcome.Outcome[Any]) -> None:
-            token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-
-        self.submit(fn, done)
+        if self._closed:
+            raise ShuttingDown("the database is closing")
+        job = _Job(
+            fn, task=trio.lowlevel.current_task(), token=trio.lowlevel.current_trio_token()
+        )
+        self._queue.put(job)
         result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         return result
 
@@ -155,8 +162,16 @@ class Writer:
             results = [outcome.Error(err) for _ in batch]
         self.commits += 1
         self.jobs += len(batch)
+        # Wake each event loop once per group, not once per job: every
+        # run_sync_soon from a thread costs a syscall on trio's wakeup socket.
+        wakeups: dict[trio.lowlevel.TrioToken, list[tuple[trio.lowlevel.Task, Any]]] = {}
         for job, result in zip(batch, results, strict=True):
-            job.done(result)
+            if job.done is not None:
+                job.done(result)
+            elif job.task is not None and job.token is not None:
+                wakeups.setdefault(job.token, []).append((job.task, result))
+        for token, pairs in wakeups.items():
+            token.run_sync_soon(_reschedule_all, pairs)
 
     @staticmethod
     def _one(conn: apsw.Connection, job: _Job) -> outcome.Outcome[Any]:

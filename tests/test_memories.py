@@ -13,12 +13,12 @@ def test_remember_search_get_forget(daemon: Daemon) -> None:
         assert r.created and r.id >= 1
         c.remember("We prefer pytest over unittest", kind="preference")
         hits = c.search("where is the deploy script").hits
-        assert [h.memory.id for h in hits] == [r.id]
+        assert hits[0].memory.id == r.id
         m = c.get(r.id)
         assert m.content == "The deploy script lives in tools/deploy.sh"
         assert (m.kind, m.tags, m.state, m.tier) == ("fact", ["deploy"], "active", "short")
         c.forget(r.id, reason="obsolete")
-        assert c.search("deploy script").hits == []
+        assert r.id not in [h.memory.id for h in c.search("deploy script").hits]
         gone = c.get(r.id)
         assert gone.state == "forgotten" and gone.metadata["forgotten"]["reason"] == "obsolete"
 
@@ -37,7 +37,7 @@ def test_search_filters_by_workspace(daemon: Daemon) -> None:
         a = c.remember("alpha uses postgres", workspace="a")
         b = c.remember("beta uses postgres", workspace="b")
         assert {h.memory.id for h in c.search("postgres").hits} == {a.id, b.id}
-        assert [h.memory.id for h in c.search("postgres", workspace="b").hits] == [b.id]
+        assert {h.memory.workspace for h in c.search("postgres", workspace="b").hits} == {"b"}
 
 
 def test_query_syntax_is_not_interpreted(daemon: Daemon) -> None:

@@ -44,6 +44,12 @@ def _writer(sock: str, n: int, seconds: float, start_at: float, q: mp.Queue) -> 
     q.put((count, lat))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_writes(sock: str, clients: int, seconds: float) -> dict[str, float]:
     q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     start_at = time.time() + 0.5
@@ -102,17 +108,24 @@ def main() -> None:
         config = f'[store]\nsynchronous = "{args.synchronous}"\n'
         with Daemon(Path(tmp), config=config) as d:
             sock = str(d.socket)
+            assert d.proc is not None
+            pid = d.proc.pid
+            cpu0 = cpu_seconds(pid)
             p = bench_ping(sock, args.pings)
+            cpu = (cpu_seconds(pid) - cpu0) / (args.pings + 500) * 1e6
             print(
                 f"no-op round trip ({args.pings} pings, 1 client): "
-                f"p50 {p['p50_us']:.0f} us  p99 {p['p99_us']:.0f} us  mean {p['mean_us']:.0f} us"
+                f"p50 {p['p50_us']:.0f} us  p99 {p['p99_us']:.0f} us  "
+                f"mean {p['mean_us']:.0f} us  (daemon CPU {cpu:.0f} us/request)"
             )
             for n in (int(x) for x in args.clients.split(",")):
+                cpu0 = cpu_seconds(pid)
                 w = bench_writes(sock, n, args.seconds)
+                cpu = (cpu_seconds(pid) - cpu0) / (w["writes_per_s"] * args.seconds) * 1e6
                 print(
                     f"acknowledged writes, {n} client(s), synchronous={args.synchronous}: "
                     f"{w['writes_per_s']:.0f}/s  latency p50 {w['p50_ms']:.2f} ms "
-                    f"p99 {w['p99_ms']:.2f} ms"
+                    f"p99 {w['p99_ms']:.2f} ms  (daemon CPU {cpu:.0f} us/write)"
                 )
             with d.client() as c:
                 st = c.status()
