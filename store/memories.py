@@ -94,6 +94,11 @@ def row_to_memory(row: tuple[Any, ...]) -> Memory:
     )
 
 
+def next_seq(conn: apsw.Connection) -> int:
+    """The next change sequence number (the writer is the only caller, in order)."""
+    return int(conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM memories").get)  # type: ignore[arg-type]
+
+
 def remember(conn: apsw.Connection, req: Remember) -> tuple[int, bool]:
     """Insert a memory, or return the active one with the same content in its workspace."""
     chash = content_hash(req.content)
@@ -108,8 +113,8 @@ def remember(conn: apsw.Connection, req: Remember) -> tuple[int, bool]:
     tags = list(dict.fromkeys(req.tags))
     conn.execute(
         "INSERT INTO memories (uid, workspace, kind, content, tags, importance, tier, "
-        "created_at, observed_at, updated_at, content_hash, metadata) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "created_at, observed_at, updated_at, content_hash, metadata, seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             uuid.uuid4().hex,
             req.workspace,
@@ -123,6 +128,7 @@ def remember(conn: apsw.Connection, req: Remember) -> tuple[int, bool]:
             now,
             chash,
             _json.encode(req.metadata).decode(),
+            next_seq(conn),
         ),
     )
     return conn.last_insert_rowid(), True
@@ -147,12 +153,12 @@ def forget(conn: apsw.Connection, memory_id: int, *, purge: bool, reason: str) -
         raise NotFound(f"no memory with id {memory_id}", data={"id": memory_id})
     meta = json.loads(row[1])
     meta["forgotten"] = {"at": time.time(), "reason": reason}
-    sets = "state = 'forgotten', updated_at = ?, metadata = ?"
+    sets = "state = 'forgotten', updated_at = ?, metadata = ?, seq = ?"
     if purge:
         sets += ", content = '', tags = '[]'"
     conn.execute(
         f"UPDATE memories SET {sets} WHERE id = ?",
-        (time.time(), _json.encode(meta).decode(), memory_id),
+        (time.time(), _json.encode(meta).decode(), next_seq(conn), memory_id),
     )
     return purge
 
@@ -226,8 +232,8 @@ def import_records(conn: apsw.Connection, records: list[MemoryRecord]) -> tuple[
         conn.execute(
             "INSERT INTO memories (uid, workspace, kind, content, tags, importance, tier, state, "
             "provenance, created_at, observed_at, updated_at, last_recalled_at, recall_count, "
-            "distinct_queries, content_hash, metadata) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "distinct_queries, content_hash, metadata, seq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 rec.uid,
                 rec.workspace,
@@ -246,6 +252,7 @@ def import_records(conn: apsw.Connection, records: list[MemoryRecord]) -> tuple[
                 rec.distinct_queries,
                 rec.content_hash or content_hash(rec.content),
                 _json.encode(rec.metadata).decode(),
+                next_seq(conn),
             ),
         )
         added += 1

@@ -137,7 +137,25 @@ CREATE TABLE dream_ops (
 ) STRICT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Vectors live in SQLite too (the HNSW index is derived data). Each row
+# records its model, so a model change re-embeds side by side and the index
+# is never mixed. `seq` orders every change to a memory, so a saved index
+# that reflects changes up to N catches up with `WHERE seq > N`.
+_V2 = """
+ALTER TABLE memories ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE memories SET seq = id;
+CREATE INDEX memories_by_seq ON memories (seq);
+CREATE TABLE embeddings (
+    memory_id INTEGER NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+    model     TEXT    NOT NULL,
+    dim       INTEGER NOT NULL,
+    vector    BLOB    NOT NULL,   -- float32, little-endian, L2-normalised
+    PRIMARY KEY (memory_id, model)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX embeddings_by_model ON embeddings (model);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 LATEST = len(MIGRATIONS)
 
 

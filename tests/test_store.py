@@ -120,3 +120,27 @@ def test_a_failing_job_does_not_undo_its_group(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM memories").get == 2
     assert conn.execute("SELECT count(*) FROM sessions").get == 0  # rolled back to its savepoint
     db.close_blocking()
+
+
+def test_migration_from_v1_keeps_data_and_orders_changes(tmp_path: Path) -> None:
+    path = tmp_path / DB_FILENAME
+    conn = apsw.Connection(str(path))
+    with conn:
+        conn.execute(schema.MIGRATIONS[0])
+        conn.pragma("application_id", APPLICATION_ID)
+        conn.pragma("user_version", 1)
+        conn.execute(
+            "INSERT INTO memories (uid, workspace, kind, content, created_at, observed_at, "
+            "updated_at, content_hash) VALUES ('u1', 'w', 'fact', 'old fact', 0, 0, 0, 'h')"
+        )
+    conn.close()
+    db = Database.open_blocking(tmp_path)
+    r = db.writer.run_sync(lambda c: memories.remember(c, Remember(content="new fact")))
+    db.writer.run_sync(lambda c: memories.forget(c, 1, purge=False, reason=""))
+    db.close_blocking()
+    conn = apsw.Connection(str(path))
+    assert conn.pragma("user_version") == schema.LATEST
+    seqs = dict(conn.execute("SELECT id, seq FROM memories").fetchall())
+    # The forget happened last, so the old memory now has the highest sequence.
+    assert seqs[r[0]] < seqs[1]
+    assert conn.execute("SELECT content FROM memories WHERE id = 1").get == "old fact"
