@@ -71,7 +71,7 @@ def check_file(path: Path) -> int:
         try:
             app_id = int(probe.pragma("application_id"))
             version = int(probe.pragma("user_version"))
-            tables = int(probe.execute("SELECT count(*) FROM sqlite_schema").get)  # type: ignore[arg-type]
+            tables = int(probe.execute("SELECT count(*) FROM sqlite_schema").get)
         finally:
             probe.close()
     except apsw.Error as e:

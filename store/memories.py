@@ -96,7 +96,7 @@ def row_to_memory(row: tuple[Any, ...]) -> Memory:
 
 def next_seq(conn: apsw.Connection) -> int:
     """The next change sequence number (the writer is the only caller, in order)."""
-    return int(conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM memories").get)  # type: ignore[arg-type]
+    return int(conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM memories").get)
 
 
 def remember(conn: apsw.Connection, req: Remember) -> tuple[int, bool]:
