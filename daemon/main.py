@@ -22,7 +22,7 @@ from reverie.daemon import datadir, logs
 from reverie.daemon.config import Config
 from reverie.daemon.listen import allowed_uids, bind_unix_socket
 from reverie.daemon.server import Server
-from reverie.daemon.systemd import Notifier, activated_socket, watchdog_interval
+from reverie.daemon.systemd import Notifier, activated_socket, watchdog_interval, watchdog_loop
 from reverie.errors import ReverieError
 from reverie.rpc.dispatch import Dispatcher, ServerInfo
 from reverie.store.database import Database
@@ -95,7 +95,7 @@ class _Daemon:
                 await nursery.start(server.serve, sock)
                 self._announce_ready(activated)
                 if interval := watchdog_interval():
-                    nursery.start_soon(self._watchdog, interval)
+                    nursery.start_soon(watchdog_loop, self.notifier, interval, self._healthy)
                 nursery.start_soon(self._status_loop, server)
                 await self.stop_requested.wait()
                 await self._drain(server)
@@ -174,15 +174,8 @@ class _Daemon:
             log.info("reloaded config log_level=%s", self.cfg.daemon.log_level)
         self.notifier.send("READY=1")
 
-    async def _watchdog(self, interval: float) -> None:
-        # Pinging from the event loop proves the loop is alive; the writer
-        # thread must be alive too, or systemd should restart us.
-        while True:
-            if self.db.writer.alive:
-                self.notifier.watchdog()
-            else:
-                log.error("the writer thread died; withholding the watchdog ping")
-            await trio.sleep(interval)
+    def _healthy(self) -> bool:
+        return self.db.writer.alive
 
     async def _status_loop(self, server: Server) -> None:
         while True:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -49,6 +50,9 @@ from reverie.rpc.protocol import (
 log = logging.getLogger("reverie.daemon.server")
 Handler = Callable[[Request], Awaitable[Result]]
 _RECV_SIZE = 65536
+# msgspec raises these besides DecodeError: invalid UTF-8 in a string, and
+# nesting deeper than the interpreter's recursion limit.
+_UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 _REFUSE_TIMEOUT = 1.0
 
 
@@ -122,6 +126,9 @@ class Server:
             self.active += 1
             try:
                 await _Connection(self, stream, peer).run()
+            except Exception:
+                # A bug must cost one connection, never the daemon.
+                log.exception("connection failed peer_pid=%d", peer.pid)
             finally:
                 self.active -= 1
 
@@ -165,13 +172,13 @@ class Server:
             return self._decoder.decode(frame)
         except msgspec.ValidationError as e:
             return self._classify(frame, e)
-        except msgspec.DecodeError as e:
+        except _UNDECODABLE as e:
             return 0, MalformedFrame(f"the frame is not valid msgpack: {e}")
 
     def _classify(self, frame: bytes, e: msgspec.ValidationError) -> tuple[int, ReverieError]:
         try:
             env = self._envelope.decode(frame)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, *_UNDECODABLE):
             return 0, MalformedFrame(f"the frame is not a request: {e}")
         rid = env.id if isinstance(env.id, int) and not isinstance(env.id, bool) else 0
         rid = rid if -(2**63) <= rid < 2**63 else 0
@@ -201,6 +208,8 @@ class _Connection:
         self.in_flight = trio.Semaphore(self.cfg.max_in_flight)
         self.send_lock = trio.StrictFIFOLock()
         self.read_scope: trio.CancelScope | None = None
+        # When the frame now partly received must be complete.
+        self.frame_deadline = math.inf
 
     def stop_reading(self) -> None:
         if self.read_scope is not None:
@@ -238,6 +247,10 @@ class _Connection:
             except FrameTooLarge as e:
                 too_large = e
             lone = len(frames) == 1 and not buf.pending and too_large is None
+            if not buf.pending:
+                self.frame_deadline = math.inf
+            elif frames or self.frame_deadline == math.inf:  # a new frame has begun
+                self.frame_deadline = trio.current_time() + self.cfg.frame_timeout_s
             for frame in frames:
                 if not await self._on_frame(frame, work, inline=lone):
                     return
@@ -248,9 +261,11 @@ class _Connection:
 
     async def _receive(self, partial: bool) -> bytes:
         """Bytes from the client, or b"" on EOF, timeout, shutdown or a dead connection."""
-        timeout = self.cfg.frame_timeout_s if partial else self.cfg.idle_timeout_s
         # A fresh scope per read: shutdown cancels reads, never a request.
-        self.read_scope = trio.move_on_after(timeout)
+        if partial:
+            self.read_scope = trio.move_on_at(self.frame_deadline)
+        else:
+            self.read_scope = trio.move_on_after(self.cfg.idle_timeout_s)
         with self.read_scope:
             try:
                 return await self.stream.receive_some(_RECV_SIZE)

@@ -11,8 +11,10 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Callable
 
 import sdnotify
+import trio
 
 log = logging.getLogger("reverie.daemon.systemd")
 SD_LISTEN_FDS_START = 3
@@ -47,6 +49,21 @@ class Notifier:
 
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")
+
+
+async def watchdog_loop(notifier: Notifier, interval: float, healthy: Callable[[], bool]) -> None:
+    """Ping WATCHDOG=1 every `interval` seconds while `healthy()` holds.
+
+    Pinging from the event loop proves the loop is alive; `healthy` adds what
+    the loop cannot see (the writer thread), so that systemd restarts a daemon
+    whose loop runs but whose writes would hang.
+    """
+    while True:
+        if healthy():
+            notifier.watchdog()
+        else:
+            log.error("the writer thread stopped; withholding the watchdog ping")
+        await trio.sleep(interval)
 
 
 def watchdog_interval() -> float | None:

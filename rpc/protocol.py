@@ -29,7 +29,8 @@ Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\s,]+$")]
 Workspace = Annotated[str, Meta(min_length=1, max_length=512)]
 Content = Annotated[str, Meta(min_length=1, max_length=1_000_000)]
 Importance = Annotated[float, Meta(ge=0.0, le=1.0)]
-MemoryId = Annotated[int, Meta(ge=1)]
+SQLITE_MAX_INT = 2**63 - 1
+MemoryId = Annotated[int, Meta(ge=1, le=SQLITE_MAX_INT)]
 Limit = Annotated[int, Meta(ge=1, le=1000)]
 Tier = Literal["short", "long", "archived"]
 State = Literal["active", "superseded", "forgotten"]
@@ -90,7 +91,7 @@ class Search(_Request, tag="search"):
 
 class Export(_Request, tag="export"):
     workspace: Workspace | None = None
-    after_id: Annotated[int, Meta(ge=0)] = 0
+    after_id: Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)] = 0
     limit: Limit = 500
     include_forgotten: bool = False
 
@@ -112,8 +113,8 @@ class MemoryRecord(Struct, forbid_unknown_fields=True, kw_only=True):
     observed_at: dt.datetime
     updated_at: dt.datetime
     last_recalled_at: dt.datetime | None = None
-    recall_count: Annotated[int, Meta(ge=0)] = 0
-    distinct_queries: Annotated[int, Meta(ge=0)] = 0
+    recall_count: Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)] = 0
+    distinct_queries: Annotated[int, Meta(ge=0, le=SQLITE_MAX_INT)] = 0
     content_hash: str = ""
     metadata: dict[str, Any] = {}
 

@@ -29,6 +29,14 @@ _json = msgspec.json.Encoder()
 _WS = re.compile(r"\s+")
 
 
+def json_text(value: object, what: str) -> str:
+    """JSON for a JSON column; msgpack can carry values JSON cannot (Ext, non-str keys)."""
+    try:
+        return _json.encode(value).decode()
+    except (TypeError, ValueError) as e:
+        raise InvalidParams(f"{what} must be JSON-compatible: {e}") from None
+
+
 def content_hash(content: str) -> str:
     """Hash of the content with whitespace folded: the key for deduplication."""
     norm = _WS.sub(" ", content).strip()
@@ -127,7 +135,7 @@ def remember(conn: apsw.Connection, req: Remember) -> tuple[int, bool]:
             observed,
             now,
             chash,
-            _json.encode(req.metadata).decode(),
+            json_text(req.metadata, "metadata"),
             next_seq(conn),
         ),
     )
@@ -243,7 +251,7 @@ def import_records(conn: apsw.Connection, records: list[MemoryRecord]) -> tuple[
                 rec.importance,
                 rec.tier,
                 rec.state,
-                _json.encode(rec.provenance).decode(),
+                json_text(rec.provenance, "provenance"),
                 _epoch(rec.created_at),
                 _epoch(rec.observed_at),
                 _epoch(rec.updated_at),
@@ -251,7 +259,7 @@ def import_records(conn: apsw.Connection, records: list[MemoryRecord]) -> tuple[
                 rec.recall_count,
                 rec.distinct_queries,
                 rec.content_hash or content_hash(rec.content),
-                _json.encode(rec.metadata).decode(),
+                json_text(rec.metadata, "metadata"),
                 next_seq(conn),
             ),
         )
