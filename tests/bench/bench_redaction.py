@@ -1,0 +1,145 @@
+"""Redaction figures: import cost in a fresh process, latency per payload size, throughput.
+
+    python tests/bench/bench_redaction.py
+
+Fresh processes get a temporary bytecode cache (PYTHONPYCACHEPREFIX), so that
+import figures are what an installed wheel pays, not source compilation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from reverie.store.redaction import redact, redact_obj
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fresh_python(code: str, runs: int) -> list[str]:
+    with tempfile.TemporaryDirectory() as cache:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = cache
+        outs = []
+        for _ in range(runs + 1):  # the first run fills the bytecode cache
+            done = subprocess.run(
+                [sys.executable, "-X", "importtime", "-c", code],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
+            outs.append(done.stdout + "\n" + done.stderr)
+        return outs[1:]
+
+
+def import_figures() -> None:
+    code = (
+        "import time; t0 = time.perf_counter(); import reverie.store.redaction as r; "
+        f"t1 = time.perf_counter(); r.redact({json.dumps(HOOK_PAYLOAD)!r}); "
+        "t2 = time.perf_counter(); print('T', (t1 - t0) * 1e3, (t2 - t1) * 1e3)"
+    )
+    selfs, totals, firsts = [], [], []
+    for out in fresh_python(code, 15):
+        m = re.search(r"import time:\s+(\d+) \|\s+(\d+) \| reverie\.store\.redaction$", out, re.M)
+        assert m, out
+        selfs.append(int(m.group(1)) / 1000)
+        t = re.search(r"^T (\S+) (\S+)$", out, re.M)
+        assert t, out
+        totals.append(float(t.group(1)))
+        firsts.append(float(t.group(2)))
+    own = statistics.median(selfs)
+    print(f"import reverie.store.redaction, the module's own time: median {own:.2f} ms")
+    print(
+        f"import incl. parent packages (reverie/__init__ imports the client): "
+        f"median {statistics.median(totals):.1f} ms"
+    )
+    first = statistics.median(firsts)
+    print(f"first redact() of a 1 KB hook payload with a secret: median {first:.2f} ms")
+
+
+HOOK_PAYLOAD = {
+    "session_id": "8b0e7c6a-3f1d-4b2a-9c8e-1d2f3a4b5c6d",
+    "transcript_path": "/home/alice/.claude/projects/app/8b0e7c6a.jsonl",
+    "cwd": "/home/alice/src/app",
+    "hook_event_name": "PostToolUse",
+    "tool_name": "Bash",
+    "tool_input": {
+        "command": "export GITHUB_TOKEN=ghp_aB3dEfGhIjKlMnOpQrStUvWxYz0123456789 && gh pr list",
+        "description": "List open pull requests",
+    },
+    "tool_response": {
+        "stdout": "#12 fix token refresh race  main\n#13 add password reset flow  feat/reset\n" * 8,
+        "stderr": "",
+        "interrupted": False,
+    },
+}
+
+
+def timeit(fn: Callable[[], object], budget: float = 0.5) -> float:
+    """Best time of one call, in seconds, over repeated calls within ``budget``."""
+    best = float("inf")
+    deadline = time.perf_counter() + budget
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def corpus() -> dict[str, str]:
+    rng = random.Random(7)
+    source = "".join(
+        p.read_text() for p in sorted((ROOT / "store").glob("*.py")) if p.name != "redaction.py"
+    )
+    prose = (
+        (ROOT.parent / "shared" / "DESIGN.md").read_text()
+        if (ROOT.parent / "shared" / "DESIGN.md").exists()
+        else source
+    )
+    payload = json.dumps(HOOK_PAYLOAD)
+    return {
+        "python source": source,
+        "prose (markdown)": prose,
+        "hook payload JSON": payload,
+        "base64 blob": "".join(
+            rng.choice(string.ascii_letters + string.digits + "+/") for _ in range(200_000)
+        ),
+    }
+
+
+def main() -> None:
+    import_figures()
+    print()
+    texts = corpus()
+    for name, text in texts.items():
+        for size in (200, 2_000, 20_000):
+            sample = (text * (size // len(text) + 1))[:size]
+            t = timeit(lambda s=sample: redact(s))  # type: ignore[misc]
+            print(f"redact {name:18s} {size:>7,d} B: {t * 1e6:9.1f} us  ({1 / t:>9,.0f} calls/s)")
+    for name, text in texts.items():
+        big = (text * (1_000_000 // len(text) + 1))[:1_000_000]
+        t = timeit(lambda b=big: redact(b), budget=1.5)  # type: ignore[misc]
+        print(f"redact {name:18s} 1 MB: {t * 1e3:7.1f} ms ({1 / t:5.1f} MB/s)")
+    t = timeit(lambda: redact_obj(HOOK_PAYLOAD))
+    print(f"redact_obj(hook payload, {len(json.dumps(HOOK_PAYLOAD))} B JSON): {t * 1e6:.1f} us")
+    worst = ("self.token=", "_key=", "pass=pass", "://a:b@", 'password="', "Authorization: ")
+    for unit in worst:
+        text = (unit * (1_000_000 // len(unit) + 1))[:1_000_000]
+        t0 = time.perf_counter()
+        redact(text)
+        print(f"adversarial 1 MB of {unit!r:20s}: {(time.perf_counter() - t0) * 1e3:7.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
