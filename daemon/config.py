@@ -21,6 +21,7 @@ from msgspec import Meta, Struct
 from reverie.errors import ConfigError
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+EmbedderName = Literal["lexical", "minilm", "http"]
 
 
 class DaemonConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
@@ -44,9 +45,69 @@ class StoreConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_default
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
 
 
+class EmbedderConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """The ``[embedder]`` section of the configuration file."""
+
+    name: EmbedderName = "lexical"
+    # lexical: the dimension to produce (0 means 384). http: the dimension the
+    # server must return (0 means learn it from the first answer). minilm: 0 or 384.
+    dim: Annotated[int, Meta(ge=0, le=8192)] = 0
+    # Texts per model call (minilm) or per HTTP request (http).
+    batch_size: Annotated[int, Meta(ge=1, le=4096)] = 64
+    # minilm: the torch device, and the CPU threads torch may use (0: torch decides).
+    device: str = "cpu"
+    threads: Annotated[int, Meta(ge=0, le=1024)] = 0
+    # http: the server's base URL (".../v1/embeddings" is appended unless present).
+    url: str = ""
+    model: str = ""
+    # http: a bearer token, given directly or (better) by naming an environment variable.
+    api_key: str = ""
+    api_key_env: str = ""
+    timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    retries: Annotated[int, Meta(ge=0, le=10)] = 3
+    # Initial delay between retries; doubled after each failed attempt.
+    backoff_s: Annotated[float, Meta(ge=0, le=60)] = 0.5
+
+    def __repr__(self) -> str:
+        # The key must never reach a log line or a traceback through repr().
+        fields = msgspec.structs.asdict(self)
+        if fields["api_key"]:
+            fields["api_key"] = "***"
+        inner = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        return f"EmbedderConfig({inner})"
+
+    __str__ = __repr__
+
+
+class IndexConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """The ``[index]`` section: the HNSW graph and how often it is saved."""
+
+    enabled: bool = True
+    m: Annotated[int, Meta(ge=4, le=128)] = 16
+    ef_construction: Annotated[int, Meta(ge=16, le=2048)] = 100
+    ef: Annotated[int, Meta(ge=8, le=4096)] = 64
+    save_interval_s: Annotated[float, Meta(gt=0)] = 60.0
+    batch: Annotated[int, Meta(ge=16, le=65536)] = 1024
+
+
+class SearchConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """The ``[search]`` section: how lexical and vector results are fused."""
+
+    mode: Literal["hybrid", "lexical", "vector"] = "hybrid"
+    # Reciprocal rank fusion: score = sum of weight / (rrf_k + rank).
+    rrf_k: Annotated[float, Meta(gt=0, le=1000)] = 60.0
+    lexical_weight: Annotated[float, Meta(ge=0, le=10)] = 1.0
+    vector_weight: Annotated[float, Meta(ge=0, le=10)] = 1.0
+    candidates: Annotated[int, Meta(ge=10, le=2000)] = 100
+    record_recalls: bool = True
+
+
 class Config(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    embedder: EmbedderConfig = msgspec.field(default_factory=EmbedderConfig)
+    index: IndexConfig = msgspec.field(default_factory=IndexConfig)
+    search: SearchConfig = msgspec.field(default_factory=SearchConfig)
 
     @property
     def data_path(self) -> Path:
