@@ -26,6 +26,8 @@ from reverie.daemon.systemd import Notifier, activated_socket, watchdog_interval
 from reverie.errors import ReverieError
 from reverie.rpc.dispatch import Dispatcher, ServerInfo
 from reverie.store.database import Database
+from reverie.store.embedding import make_embedder
+from reverie.store.indexer import Indexer, Progress
 
 log = logging.getLogger("reverie.daemon")
 STATUS_INTERVAL_S = 5.0
@@ -71,6 +73,7 @@ class _Daemon:
         self.notifier = Notifier()
         self.stop_requested = trio.Event()
         self.server: Server | None = None
+        self.indexer: Indexer | None = None
 
     async def run(self) -> None:
         sock, activated = self._listening_socket()
@@ -83,10 +86,10 @@ class _Daemon:
             started=self.started,
             connections=lambda: server.active,
         )
+        self.indexer = self._indexer()
+        dispatcher = Dispatcher(self.db, info, search=self.cfg.search, indexer=self.indexer)
         server = Server(
-            self.cfg.daemon,
-            Dispatcher(self.db, info).handle,
-            allowed_uids(self.cfg.daemon.allowed_uids),
+            self.cfg.daemon, dispatcher.handle, allowed_uids(self.cfg.daemon.allowed_uids)
         )
         self.server = server
         try:
@@ -94,15 +97,34 @@ class _Daemon:
                 nursery.start_soon(self._signals, server)
                 await nursery.start(server.serve, sock)
                 self._announce_ready(activated)
+                if self.indexer is not None:
+                    await nursery.start(self.indexer.run)
                 if interval := watchdog_interval():
                     nursery.start_soon(watchdog_loop, self.notifier, interval, self._healthy)
                 nursery.start_soon(self._status_loop, server)
                 await self.stop_requested.wait()
+                if self.indexer is not None:
+                    self.indexer.stop()
                 await self._drain(server)
                 nursery.cancel_scope.cancel()
         finally:
             if owned_inode is not None:
                 _unlink_if_ours(path, owned_inode)
+
+    def _indexer(self) -> Indexer | None:
+        if not self.cfg.index.enabled:
+            return None
+        embedder = make_embedder(self.cfg.embedder)
+        return Indexer(
+            self.db, embedder, self.cfg.data_path, self.cfg.index, on_progress=self._index_progress
+        )
+
+    def _index_progress(self, p: Progress) -> None:
+        if p.phase == "rebuilding":
+            share = f" {100 * p.done // p.total}%" if p.total else ""
+            self.notifier.status(f"building the vector index ({p.model}){share}")
+        elif p.phase == "failed":
+            self.notifier.status(f"vector index unavailable: {p.message}")
 
     def _listening_socket(self) -> tuple[socket.socket, bool]:
         sock = activated_socket()
@@ -166,6 +188,15 @@ class _Daemon:
             if new.daemon.log_level != self.cfg.daemon.log_level:
                 logs.set_level(new.daemon.log_level)
                 self.cfg.daemon.log_level = new.daemon.log_level
+            if new.embedder != self.cfg.embedder and self.indexer is not None:
+                try:
+                    embedder = make_embedder(new.embedder)
+                except ReverieError as e:
+                    log.error("reload: keeping the embedder: %s", e.message)
+                else:
+                    self.cfg.embedder = new.embedder
+                    self.indexer.switch_model(embedder)
+                    log.info("reload: re-embedding with %s in the background", embedder.model_id)
             needs_restart = _changed_keys(self.cfg, new)
             if needs_restart:
                 log.warning(
@@ -188,7 +219,7 @@ class _Daemon:
 
 def _changed_keys(old: Config, new: Config) -> list[str]:
     out = []
-    for section in ("daemon", "store"):
+    for section in ("daemon", "store", "index", "search"):
         a, b = getattr(old, section), getattr(new, section)
         for field in a.__struct_fields__:
             if field != "log_level" and getattr(a, field) != getattr(b, field):

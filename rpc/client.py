@@ -222,8 +222,13 @@ class Client:
     def forget(self, memory_id: int, *, purge: bool = False, reason: str = "") -> ForgetResult:
         return self._call(Forget(memory_id=memory_id, purge=purge, reason=reason), ForgetResult)
 
-    def search(self, query: str, *, workspace: str | None = None, limit: int = 10) -> SearchResult:
-        return self._call(Search(query=query, workspace=workspace, limit=limit), SearchResult)
+    def search(
+        self, query: str, *, workspace: str | None = None, limit: int = 10, **filters: Any
+    ) -> SearchResult:
+        """Search; `filters` are Search's other fields (mode, kinds, tags, since, ...)."""
+        return self._call(
+            Search(query=query, workspace=workspace, limit=limit, **filters), SearchResult
+        )
 
     def export(
         self, *, workspace: str | None = None, include_forgotten: bool = False, page: int = 500

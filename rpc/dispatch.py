@@ -12,12 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from reverie import __version__
+from reverie.daemon.config import SearchConfig
 from reverie.errors import UnknownMethod
 from reverie.rpc.protocol import (
     Export,
     Forget,
     Get,
     Import,
+    IndexStatus,
     Ping,
     Pong,
     Remember,
@@ -28,7 +30,9 @@ from reverie.rpc.protocol import (
     Status,
     StatusResult,
 )
+from reverie.store import hybrid
 from reverie.store.database import Database
+from reverie.store.indexer import Indexer
 
 
 @dataclass(slots=True)
@@ -41,32 +45,70 @@ class ServerInfo:
 
 
 class Dispatcher:
-    def __init__(self, db: Database, info: ServerInfo) -> None:
+    def __init__(
+        self, db: Database, info: ServerInfo, *, search: SearchConfig, indexer: Indexer | None
+    ) -> None:
         self.db = db
         self.info = info
+        self.search_cfg = search
+        self.indexer = indexer
+
+    def _written(self) -> None:
+        if self.indexer is not None:
+            self.indexer.notify()
 
     async def handle(self, req: Request) -> Result:
         match req:
             case Ping():
                 return Pong()
             case Remember():
-                return await self.db.remember(req)
+                remembered = await self.db.remember(req)
+                self._written()
+                return remembered
             case Get(memory_id=mid):
                 return await self.db.get(mid)
             case Forget(memory_id=mid, purge=purge, reason=reason):
-                return await self.db.forget(mid, purge=purge, reason=reason)
-            case Search(query=q, workspace=ws, limit=limit):
-                return SearchResult(hits=await self.db.search(q, workspace=ws, limit=limit))
+                forgotten = await self.db.forget(mid, purge=purge, reason=reason)
+                self._written()
+                return forgotten
+            case Search():
+                return await self._search(req)
             case Export(workspace=ws, after_id=after, limit=limit, include_forgotten=inc):
                 return await self.db.export_page(
                     workspace=ws, after_id=after, limit=limit, include_forgotten=inc
                 )
             case Import(records=records):
-                return await self.db.import_records(records)
+                imported = await self.db.import_records(records)
+                self._written()
+                return imported
             case Status():
                 return await self._status()
             case _:
                 raise UnknownMethod(f"method {type(req).__name__} is not served here")
+
+    async def _search(self, req: Search) -> SearchResult:
+        cfg, indexer = self.search_cfg, self.indexer
+        found = await self.db.read(lambda c: hybrid.run(c, req, cfg=cfg, indexer=indexer))
+        if cfg.record_recalls:
+            self.db.record_recalls(req.query, [(h.memory.id, h.score) for h in found.hits])
+        return SearchResult(hits=found.hits, mode=found.mode, notes=found.notes)  # type: ignore[arg-type]
+
+    async def _index_status(self) -> IndexStatus | None:
+        ix = self.indexer
+        if ix is None:
+            return None
+        p = ix.progress
+        pending = max(0, await self.db.max_seq() - ix.indexed_seq) if ix.ready else 0
+        return IndexStatus(
+            phase=p.phase,
+            model=ix.model or p.model,
+            vectors=ix.vectors,
+            indexed_seq=ix.indexed_seq,
+            pending=pending,
+            done=p.done,
+            total=p.total,
+            message=p.message,
+        )
 
     async def _status(self) -> StatusResult:
         counts, workspaces = await self.db.counts()
@@ -83,4 +125,5 @@ class Dispatcher:
             workspaces=workspaces,
             connections=self.info.connections(),
             socket_activated=self.info.socket_activated,
+            index=await self._index_status(),
         )

@@ -83,10 +83,27 @@ class Forget(_Request, tag="forget"):
     reason: Annotated[str, Meta(max_length=1024)] = ""
 
 
+Mode = Literal["hybrid", "lexical", "vector"]
+Boost = Annotated[float, Meta(ge=0.0, le=10.0)]
+
+
 class Search(_Request, tag="search"):
     query: Annotated[str, Meta(max_length=10_000)]
     workspace: Workspace | None = None
     limit: Limit = 10
+    # None: the daemon's configured default ([search] mode, normally hybrid).
+    mode: Mode | None = None
+    kinds: Annotated[list[Kind], Meta(max_length=32)] = []
+    # A memory must carry every tag listed.
+    tags: Annotated[list[Tag], Meta(max_length=32)] = []
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    include_archived: bool = False
+    # Multiply scores by (1 + boost * x), x in [0, 1]: recency (30-day
+    # half-life on observed_at) and importance.
+    recency_boost: Boost = 0.0
+    importance_boost: Boost = 0.0
+    explain: bool = False
 
 
 class Export(_Request, tag="export"):
@@ -139,6 +156,17 @@ class Pong(Struct, kw_only=True):
     pass
 
 
+class IndexStatus(Struct, kw_only=True):
+    phase: str  # starting, rebuilding, ready, failed, off
+    model: str
+    vectors: int
+    indexed_seq: int
+    pending: int  # changes not yet in the vector index
+    done: int = 0  # rebuild progress
+    total: int = 0
+    message: str = ""
+
+
 class StatusResult(Struct, kw_only=True):
     version: str
     pid: int
@@ -152,6 +180,7 @@ class StatusResult(Struct, kw_only=True):
     workspaces: int
     connections: int
     socket_activated: bool
+    index: IndexStatus | None = None
 
 
 class Memory(Struct, kw_only=True):
@@ -187,13 +216,28 @@ class ForgetResult(Struct, kw_only=True):
     purged: bool
 
 
-class Hit(Struct, kw_only=True):
+class Explain(Struct, kw_only=True, omit_defaults=True):
+    """How a hit was ranked: each component's rank (1-based) and score."""
+
+    lexical_rank: int | None = None
+    lexical_score: float | None = None  # BM25 (higher is better), date boost included
+    vector_rank: int | None = None
+    vector_score: float | None = None  # cosine similarity
+    fused: float = 0.0  # the fusion score before context and boosts
+    neighbour: float = 0.0  # score received from neighbouring memories
+    boost: float = 1.0  # recency and importance multiplier
+
+
+class Hit(Struct, kw_only=True, omit_defaults=True):
     memory: Memory
     score: float
+    explain: Explain | None = None
 
 
 class SearchResult(Struct, kw_only=True):
     hits: list[Hit]
+    mode: Mode = "lexical"  # the mode actually used
+    notes: list[str] = []  # e.g. why a hybrid search fell back to lexical
 
 
 class ExportResult(Struct, kw_only=True):

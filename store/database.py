@@ -7,11 +7,13 @@ snapshot), so neither blocks the event loop.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import apsw
+import outcome
 import trio
 from reverie.rpc.protocol import (
     ExportResult,
@@ -23,13 +25,14 @@ from reverie.rpc.protocol import (
     Remember,
     RememberResult,
 )
-from reverie.store import memories, schema
+from reverie.store import memories, recalls, schema, vectors
 from reverie.store.connection import check_file, database_size, map_error, open_connection
 from reverie.store.search import search as fts_search
 from reverie.store.writer import Writer
 
 T = TypeVar("T")
 DB_FILENAME = "reverie.db"
+log = logging.getLogger("reverie.store.database")
 
 
 class Database:
@@ -116,6 +119,21 @@ class Database:
     async def import_records(self, records: list[MemoryRecord]) -> ImportResult:
         added, skipped = await self._writer.run(lambda c: memories.import_records(c, records))
         return ImportResult(added=added, skipped=skipped)
+
+    def record_recalls(self, query: str, hits: list[tuple[int, float]]) -> None:
+        """Note which memories a search returned; the search does not wait for it."""
+        if not hits:
+            return
+        qhash = recalls.query_hash(query)
+
+        def done(result: outcome.Outcome[object]) -> None:
+            if isinstance(result, outcome.Error):
+                log.warning("recording recalls failed: %s", result.error)
+
+        self._writer.submit(lambda c: recalls.record(c, qhash, hits), done)
+
+    async def max_seq(self) -> int:
+        return await self.read(vectors.max_seq)
 
     async def counts(self) -> tuple[dict[str, int], int]:
         return await self.read(memories.counts)

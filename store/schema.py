@@ -146,10 +146,11 @@ ALTER TABLE memories ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
 UPDATE memories SET seq = id;
 CREATE INDEX memories_by_seq ON memories (seq);
 CREATE TABLE embeddings (
-    memory_id INTEGER NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
-    model     TEXT    NOT NULL,
-    dim       INTEGER NOT NULL,
-    vector    BLOB    NOT NULL,   -- float32, little-endian, L2-normalised
+    memory_id    INTEGER NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+    model        TEXT    NOT NULL,
+    dim          INTEGER NOT NULL,
+    content_hash TEXT    NOT NULL,   -- of the text the vector was computed from
+    vector       BLOB    NOT NULL,   -- float32, little-endian, L2-normalised
     PRIMARY KEY (memory_id, model)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX embeddings_by_model ON embeddings (model);

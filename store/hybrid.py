@@ -1,0 +1,251 @@
+"""Hybrid search: full text (BM25) and vector neighbours, fused, filtered, boosted.
+
+1. Candidates: the lexical ranking (store/search.py: BM25 over content
+   words, with the named-date boost) and the vector neighbours of the query
+   (the HNSW index), each `candidates` long.
+2. Fusion, one of:
+   - ``rrf``: reciprocal rank fusion, sum of weight / (k + rank);
+   - ``score``: each side's scores scaled to [0, 1] by its best, then a
+     weighted sum.
+   The weights and k are in the [search] config; the defaults were chosen on
+   the LoCoMo development half (README, performance section).
+3. Context: fused scores spread to neighbouring memories of the same
+   session (store/search.py), so a reply is found through its question.
+4. Filters (kinds, tags, time range, archived) are checked in SQLite on the
+   ranked candidates; when a selective filter leaves too few, an exact
+   filtered full-text query fills up the list.
+5. Boosts: recency and importance multiply the score.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import apsw
+from reverie.daemon.config import SearchConfig
+from reverie.rpc.protocol import Explain, Hit, Search
+from reverie.store import search as lexical
+from reverie.store.indexer import Indexer
+
+RECENCY_HALF_LIFE_S = 30 * 86400.0
+FILTER_BATCH = 200
+
+
+@dataclass(slots=True)
+class _Candidate:
+    id: int
+    explain: Explain = field(default_factory=Explain)
+    score: float = 0.0
+
+
+@dataclass(slots=True)
+class Outcome:
+    hits: list[Hit]
+    mode: str
+    notes: list[str]
+
+
+def run(
+    conn: apsw.Connection, req: Search, *, cfg: SearchConfig, indexer: Indexer | None
+) -> Outcome:
+    """One search, blocking (a reader thread runs it with its own connection)."""
+    mode = req.mode or cfg.mode
+    notes: list[str] = []
+    if lexical.fts_query(req.query) is None:
+        return Outcome(hits=[], mode=mode, notes=["the query has no words"])
+    want = max(cfg.candidates, req.limit)
+    lex: dict[int, float] = {}
+    if mode in ("hybrid", "lexical"):
+        lex = lexical.lexical_scores(conn, req.query, workspace=req.workspace, limit=want)
+    vec: list[tuple[int, float]] | None = None
+    if mode in ("hybrid", "vector"):
+        vec = _vector(conn, req, want, indexer, notes)
+        if vec is None:
+            if mode == "vector":
+                lex = lexical.lexical_scores(conn, req.query, workspace=req.workspace, limit=want)
+            mode = "lexical"
+    cands = _fuse(lex, vec, cfg)
+    _context(conn, cands)
+    ranked = sorted(cands.values(), key=lambda c: c.score, reverse=True)
+    kept = _filtered(conn, req, ranked)
+    if len(kept) < req.limit and _has_filters(req) and mode != "vector":
+        kept = _fill_exact(conn, req, kept, cfg)
+    hits = _hits(conn, req, kept)
+    return Outcome(hits=hits, mode=mode, notes=notes)
+
+
+# -- candidates ------------------------------------------------------------------
+
+
+def _vector(
+    conn: apsw.Connection, req: Search, k: int, indexer: Indexer | None, notes: list[str]
+) -> list[tuple[int, float]] | None:
+    if indexer is None or not indexer.ready:
+        notes.append("the vector index is not ready yet: lexical results only")
+        return None
+
+    def doc_freq(terms: list[str]) -> tuple[Mapping[str, int], int]:
+        return lexical.document_frequencies(conn, terms), lexical.index_totals(conn)[0]
+
+    found = indexer.neighbours(req.query, k, workspace=req.workspace, doc_freq=doc_freq)
+    if found is None:
+        notes.append("the query could not be embedded: lexical results only")
+        return None
+    return list(zip(found.ids.tolist(), found.similarities.tolist(), strict=True))
+
+
+def _fuse(
+    lex: dict[int, float], vec: list[tuple[int, float]] | None, cfg: SearchConfig
+) -> dict[int, _Candidate]:
+    cands: dict[int, _Candidate] = {}
+    lex_ranked = sorted(lex.items(), key=lambda kv: kv[1], reverse=True)
+    top_lex = lex_ranked[0][1] if lex_ranked else 0.0
+    for rank, (mid, score) in enumerate(lex_ranked, 1):
+        c = cands.setdefault(mid, _Candidate(mid))
+        c.explain.lexical_rank, c.explain.lexical_score = rank, round(score, 6)
+        c.score += _part(cfg, cfg.lexical_weight, rank, score / top_lex if top_lex > 0 else 0.0)
+    for rank, (mid, sim) in enumerate(vec or [], 1):
+        c = cands.setdefault(mid, _Candidate(mid))
+        c.explain.vector_rank, c.explain.vector_score = rank, round(sim, 6)
+        c.score += _part(cfg, cfg.vector_weight, rank, max(0.0, sim))
+    if vec is None:
+        # Lexical only: keep BM25's own scale (no fusion happened).
+        for c in cands.values():
+            c.score = c.explain.lexical_score or 0.0
+    for c in cands.values():
+        c.explain.fused = round(c.score, 6)
+    return cands
+
+
+def _part(cfg: SearchConfig, weight: float, rank: int, normalised: float) -> float:
+    if cfg.fusion == "rrf":
+        return weight / (cfg.rrf_k + rank)
+    return weight * normalised
+
+
+def _context(conn: apsw.Connection, cands: dict[int, _Candidate]) -> None:
+    if not cands:
+        return
+    spread = lexical.spread_to_neighbours(conn, {mid: c.score for mid, c in cands.items()})
+    for mid, score in spread.items():
+        c = cands.get(mid)
+        if c is None:
+            c = cands[mid] = _Candidate(mid)
+        c.explain.neighbour = round(score - c.score, 6)
+        c.score = score
+
+
+# -- filters and boosts ------------------------------------------------------------
+
+
+def _has_filters(req: Search) -> bool:
+    return bool(req.kinds or req.tags or req.since or req.until or req.include_archived)
+
+
+def _where(req: Search) -> tuple[str, list[Any]]:
+    sql = ["m.state = 'active'"]
+    args: list[Any] = []
+    if not req.include_archived:
+        sql.append("m.tier != 'archived'")
+    if req.workspace is not None:
+        sql.append("m.workspace = ?")
+        args.append(req.workspace)
+    if req.kinds:
+        sql.append(f"m.kind IN ({','.join('?' * len(req.kinds))})")
+        args.extend(req.kinds)
+    for tag in req.tags:
+        sql.append("EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = ?)")
+        args.append(tag)
+    if req.since is not None:
+        sql.append("m.observed_at >= ?")
+        args.append(_epoch(req.since))
+    if req.until is not None:
+        sql.append("m.observed_at < ?")
+        args.append(_epoch(req.until))
+    return " AND ".join(sql), args
+
+
+def _epoch(value: dt.datetime) -> float:
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _filtered(conn: apsw.Connection, req: Search, ranked: list[_Candidate]) -> list[_Candidate]:
+    """The candidates that pass the filters, in order, as many as are needed."""
+    where, args = _where(req)
+    kept: list[_Candidate] = []
+    for start in range(0, len(ranked), FILTER_BATCH):
+        chunk = ranked[start : start + FILTER_BATCH]
+        marks = ",".join("?" * len(chunk))
+        ok = {
+            int(r[0])
+            for r in conn.execute(
+                f"SELECT m.id FROM memories m WHERE m.id IN ({marks}) AND {where}",
+                (*(c.id for c in chunk), *args),
+            )
+        }
+        kept.extend(c for c in chunk if c.id in ok)
+        if len(kept) >= req.limit and not (req.recency_boost or req.importance_boost):
+            break
+    return kept
+
+
+def _fill_exact(
+    conn: apsw.Connection, req: Search, kept: list[_Candidate], cfg: SearchConfig
+) -> list[_Candidate]:
+    """A selective filter left too few: rank the filtered memories by BM25 directly."""
+    match = lexical.fts_query(req.query)
+    if match is None:
+        return kept
+    where, args = _where(req)
+    have = {c.id for c in kept}
+    floor = min((c.score for c in kept), default=1.0)
+    rows: list[tuple[int, float]] = conn.execute(  # type: ignore[assignment]
+        f"SELECT m.id, -bm25(memories_fts) FROM memories_fts JOIN memories m "
+        f"ON m.id = memories_fts.rowid WHERE memories_fts MATCH ? AND {where} "
+        f"ORDER BY rank LIMIT ?",
+        (match, *args, req.limit + len(have)),
+    ).fetchall()
+    top = max((r[1] for r in rows), default=1.0) or 1.0
+    for mid, score in rows:
+        if mid in have or len(kept) >= max(req.limit, cfg.candidates):
+            continue
+        c = _Candidate(mid)
+        c.explain.lexical_score = round(score, 6)
+        # Below every fused candidate, in BM25 order.
+        c.score = c.explain.fused = floor * 0.5 * score / top
+        kept.append(c)
+    return kept
+
+
+def _hits(conn: apsw.Connection, req: Search, kept: list[_Candidate]) -> list[Hit]:
+    if not kept:
+        return []
+    rows = lexical.fetch_hits(conn, [(c.id, c.score) for c in kept])
+    by_id = {h.memory.id: h for h in rows}
+    now = time.time()
+    out: list[Hit] = []
+    for c in kept:
+        hit = by_id.get(c.id)
+        if hit is None:
+            continue
+        boost = 1.0
+        if req.recency_boost:
+            age = max(0.0, now - hit.memory.observed_at.timestamp())
+            boost *= 1 + req.recency_boost * math.pow(0.5, age / RECENCY_HALF_LIFE_S)
+        if req.importance_boost:
+            boost *= 1 + req.importance_boost * hit.memory.importance
+        c.explain.boost = round(boost, 6)
+        out.append(
+            Hit(
+                memory=hit.memory,
+                score=round(c.score * boost, 6),
+                explain=c.explain if req.explain else None,
+            )
+        )
+    out.sort(key=lambda h: h.score, reverse=True)
+    return out[: req.limit]

@@ -1,0 +1,417 @@
+"""Keeps the HNSW index in step with SQLite, off the event loop.
+
+SQLite is the source of truth; the index is derived. Every change to a
+memory takes a new `seq`, so the indexer only has to follow `seq` upwards:
+it reads changed memories in batches, reuses the vectors SQLite already
+holds for their current content, embeds the rest in a worker thread, stores
+those vectors, and adds or removes labels in the index.
+
+Start-up: the saved index is loaded and catches up from the `seq` in its
+header. If it is missing, corrupt, or from another model, it is rebuilt from
+SQLite in the background with progress in `status` and sd_notify STATUS;
+until it is ready, searches are lexical only. A model change (in the config)
+builds the new index beside the old one, and searches keep using the old
+index and its embedder until the new one is complete: the index is never
+mixed.
+
+Writes are acknowledged before their vectors exist; full-text search finds a
+memory at once and vector search a few milliseconds later (the lag is
+`pending` in status).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import apsw
+import numpy as np
+import trio
+from reverie.daemon.config import IndexConfig
+from reverie.errors import ReverieError
+from reverie.store import vectors
+from reverie.store.connection import open_connection
+from reverie.store.database import Database
+from reverie.store.embedding import (
+    Embedder,
+    TermWeightedEmbedder,
+    Vectors,
+    embedder_for_model,
+)
+from reverie.store.index_file import CorruptIndex, read_header
+from reverie.store.vector_index import DEFAULT_NAME, HnswParams, Neighbours, VectorIndex
+from reverie.store.vectors import Change
+
+log = logging.getLogger("reverie.store.indexer")
+# Document frequencies of query terms, and the collection size (for IDF weights).
+DocFreq = Callable[[list[str]], tuple[Mapping[str, int], int]]
+INDEX_DIR = "index"
+
+
+@dataclass(slots=True)
+class Progress:
+    phase: str = "starting"  # starting, rebuilding, ready, failed, off
+    model: str = ""
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+
+class _Abandoned(Exception):
+    """A rebuild stopped because the daemon is stopping."""
+
+
+class _Members:
+    """Which workspace each indexed id belongs to: the filter for vector search.
+
+    A compact array of workspace codes indexed by memory id, so the per-label
+    filter hnswlib calls is one array lookup.
+    """
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+        self.of: np.ndarray = np.zeros(1024, dtype=np.int32)  # 0: not indexed
+        self.sizes: dict[int, int] = {}
+
+    def code(self, workspace: str) -> int:
+        return self.codes.setdefault(workspace, len(self.codes) + 1)
+
+    def set(self, mid: int, workspace: str | None) -> None:
+        if mid >= len(self.of):
+            grown = np.zeros(max(mid + 1, 2 * len(self.of)), dtype=np.int32)
+            grown[: len(self.of)] = self.of
+            self.of = grown
+        old = int(self.of[mid])
+        new = 0 if workspace is None else self.code(workspace)
+        if old:
+            self.sizes[old] -= 1
+        if new:
+            self.sizes[new] = self.sizes.get(new, 0) + 1
+        self.of[mid] = new
+
+    def allowed(self, workspace: str) -> tuple[Callable[[int], bool], float] | None:
+        code = self.codes.get(workspace)
+        total = sum(self.sizes.values())
+        if code is None or not total:
+            return None
+        of = self.of
+        return (lambda label: label < len(of) and of[label] == code), self.sizes[code] / total
+
+
+class _Generation:
+    """One model's embedder, index and membership, built and served together."""
+
+    def __init__(self, embedder: Embedder, index: VectorIndex, seq: int) -> None:
+        self.embedder = embedder
+        self.index = index
+        self.seq = seq
+        self.members = _Members()
+        self.dirty = False
+        self.saved_at = time.monotonic()
+
+
+class Indexer:
+    def __init__(
+        self,
+        db: Database,
+        embedder: Embedder,
+        data_dir: Path,
+        cfg: IndexConfig,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.directory = data_dir / INDEX_DIR
+        self.progress = Progress(model=embedder.model_id if cfg.enabled else "")
+        self._embedder = embedder
+        self._serving: _Generation | None = None
+        self._wake = trio.Event()
+        self._switch: Embedder | None = None
+        self._on_progress = on_progress
+        self._conn: apsw.Connection | None = None
+        self._stopping = False
+        self.failures = 0
+
+    # -- what searches use ------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._serving is not None
+
+    @property
+    def model(self) -> str:
+        return self._serving.embedder.model_id if self._serving else ""
+
+    @property
+    def vectors(self) -> int:
+        return self._serving.index.live_count if self._serving else 0
+
+    @property
+    def indexed_seq(self) -> int:
+        return self._serving.seq if self._serving else 0
+
+    def neighbours(
+        self, query: str, k: int, *, workspace: str | None, doc_freq: DocFreq
+    ) -> Neighbours | None:
+        """Nearest memories to the query text (blocking; call from a reader thread).
+
+        None when there is no index yet or the embedder fails: the caller then
+        searches lexically only.
+        """
+        gen = self._serving
+        if gen is None:
+            return None
+        try:
+            vec = _query_vector(gen.embedder, query, doc_freq)
+        except ReverieError as e:
+            log.warning("query embedding failed, searching lexically only: %s", e.message)
+            return None
+        if not np.any(vec):
+            return None
+        allowed = share = None
+        if workspace is not None:
+            found = gen.members.allowed(workspace)
+            if found is None:
+                return Neighbours(np.zeros(0, np.int64), np.zeros(0, np.float32))
+            allowed, share = found
+        return gen.index.query(vec, k, allowed, share=share)
+
+    def notify(self) -> None:
+        """A write committed: catch up soon."""
+        self._wake.set()
+
+    def switch_model(self, embedder: Embedder) -> None:
+        """Re-embed everything with another model; the old index serves meanwhile."""
+        if embedder.model_id != self.model:
+            self._switch = embedder
+            self.notify()
+
+    # -- the background task ------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()  # the daemon is ready before the index is
+        if not self.cfg.enabled:
+            self._set("off", message="vector index disabled in the config")
+            return
+        self._conn = await trio.to_thread.run_sync(
+            lambda: open_connection(self.db.path, readonly=True)
+        )
+        try:
+            loaded = await trio.to_thread.run_sync(self._load, self._embedder)
+            if loaded is None:
+                # Another model's index? Serve it while the configured model re-embeds.
+                loaded = await trio.to_thread.run_sync(self._load_previous)
+                if loaded is not None:
+                    self._switch = self._embedder
+            if loaded is not None:
+                self._serving = loaded
+                self._set("ready", model=loaded.embedder.model_id)
+            while True:
+                if self._serving is None or self._switch is not None:
+                    await self._rebuild(self._switch or self._embedder)
+                else:
+                    await self._catch_up()
+                    await self._maybe_save()
+                with trio.move_on_after(self._idle_wait()):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.close()
+
+    def stop(self) -> None:
+        """Abandon a rebuild in progress (at shutdown: it restarts next time)."""
+        self._stopping = True
+
+    def _idle_wait(self) -> float:
+        if self.failures:
+            return min(60.0, 2.0**self.failures)
+        return self.cfg.save_interval_s
+
+    async def close(self) -> None:
+        """Save what changed since the last save (called at shutdown)."""
+        gen = self._serving
+        if gen is not None and gen.dirty:
+            await trio.to_thread.run_sync(self._save, gen)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- loading and building (worker threads) --------------------------------------
+
+    def _params(self) -> HnswParams:
+        return HnswParams(m=self.cfg.m, ef_construction=self.cfg.ef_construction, ef=self.cfg.ef)
+
+    def _load(self, embedder: Embedder) -> _Generation | None:
+        try:
+            index, header = VectorIndex.load(
+                self.directory, embedder.model_id, embedder.dim, params=self._params()
+            )
+        except CorruptIndex as e:
+            log.warning("vector index cannot be used, rebuilding from SQLite: %s", e.message)
+            return None
+        gen = _Generation(embedder, index, header.seq)
+        assert self._conn is not None
+        for mid, ws in self._conn.execute(
+            "SELECT id, workspace FROM memories WHERE state = 'active' AND tier != 'archived'"
+        ):
+            if index.contains(int(mid)):
+                gen.members.set(int(mid), str(ws))
+        log.info(
+            "vector index loaded model=%s vectors=%d seq=%d",
+            embedder.model_id,
+            index.live_count,
+            header.seq,
+        )
+        return gen
+
+    def _load_previous(self) -> _Generation | None:
+        try:
+            header = read_header(self.directory, DEFAULT_NAME)
+        except CorruptIndex:
+            return None
+        if header.model_id == self._embedder.model_id:
+            return None  # same model, unusable file: nothing older to serve
+        previous = embedder_for_model(header.model_id)
+        if previous is None or previous.dim != header.dim:
+            return None
+        log.info(
+            "serving the %s index while %s re-embeds", header.model_id, self._embedder.model_id
+        )
+        return self._load(previous)
+
+    async def _rebuild(self, embedder: Embedder) -> None:
+        self._set("rebuilding", model=embedder.model_id, done=0, total=0)
+        try:
+            gen = await trio.to_thread.run_sync(self._build, embedder, abandon_on_cancel=False)
+        except _Abandoned:
+            return
+        except ReverieError as e:
+            self.failures += 1
+            self._set("failed", message=f"rebuild failed: {e.message}")
+            log.error("vector index rebuild failed (search stays lexical): %s", e.message)
+            return
+        self._serving = gen
+        self._embedder = embedder
+        self._switch = None
+        self.failures = 0
+        await trio.to_thread.run_sync(self._save, gen)
+        self._set("ready", model=embedder.model_id)
+        await self.db.writer.run(lambda c: vectors.drop_other_models(c, embedder.model_id))
+
+    def _build(self, embedder: Embedder) -> _Generation:
+        conn = self._conn
+        assert conn is not None
+        start_seq = vectors.max_seq(conn)
+        total = vectors.active_count(conn)
+        dim = embedder.dim or len(embedder.embed(["dimension probe"])[0])
+        params = HnswParams(
+            m=self.cfg.m,
+            ef_construction=self.cfg.ef_construction,
+            ef=self.cfg.ef,
+            capacity=max(1024, total + total // 4),
+        )
+        index = VectorIndex(dim, model_id=embedder.model_id, params=params)
+        gen = _Generation(embedder, index, start_seq)
+        done = 0
+        self._set("rebuilding", model=embedder.model_id, done=0, total=total)
+        for batch in vectors.active_batches(conn, self.cfg.batch):
+            if self._stopping:
+                raise _Abandoned
+            self._apply(gen, batch)
+            done += len(batch)
+            self._set("rebuilding", model=embedder.model_id, done=done, total=max(total, done))
+        log.info(
+            "vector index built model=%s vectors=%d in %.1fs",
+            embedder.model_id,
+            gen.index.live_count,
+            time.monotonic() - self.progress.started,
+        )
+        return gen
+
+    # -- following changes ----------------------------------------------------------
+
+    async def _catch_up(self) -> None:
+        gen = self._serving
+        while gen is not None:
+            try:
+                n = await trio.to_thread.run_sync(self._catch_up_batch, gen)
+            except ReverieError as e:
+                self.failures += 1
+                log.warning("vector index is behind (will retry): %s", e.message)
+                return
+            self.failures = 0
+            if n < self.cfg.batch:
+                return
+
+    def _catch_up_batch(self, gen: _Generation) -> int:
+        assert self._conn is not None
+        changes = vectors.changed_since(self._conn, gen.seq, self.cfg.batch)
+        if changes:
+            self._apply(gen, changes)
+            gen.seq = changes[-1].seq
+        return len(changes)
+
+    def _apply(self, gen: _Generation, changes: list[Change]) -> None:
+        """Bring these memories' vectors into `gen` (blocking)."""
+        assert self._conn is not None
+        active = [c for c in changes if c.active]
+        model = gen.embedder.model_id
+        have = vectors.stored(self._conn, model, active)
+        missing = [c for c in active if c.id not in have]
+        if missing:
+            fresh = gen.embedder.embed([c.content for c in missing])
+            items = [(c.id, c.content_hash, fresh[i]) for i, c in enumerate(missing)]
+            self.db.writer.run_sync(lambda conn: vectors.save(conn, model, items))
+            have.update((c.id, fresh[i]) for i, c in enumerate(missing))
+        if active:
+            ids = np.array([c.id for c in active], dtype=np.int64)
+            gen.index.add(ids, np.stack([have[c.id] for c in active]))
+            for c in active:
+                gen.members.set(c.id, c.workspace)
+        gone = [c.id for c in changes if not c.active]
+        if gone:
+            gen.index.remove(np.array(gone, dtype=np.int64))
+            for mid in gone:
+                gen.members.set(mid, None)
+        gen.dirty = True
+
+    async def _maybe_save(self) -> None:
+        gen = self._serving
+        if (
+            gen is not None
+            and gen.dirty
+            and (time.monotonic() - gen.saved_at >= self.cfg.save_interval_s)
+        ):
+            await trio.to_thread.run_sync(self._save, gen)
+
+    def _save(self, gen: _Generation) -> None:
+        seq = gen.seq
+        try:
+            gen.index.save(self.directory, seq=seq)
+        except ReverieError as e:
+            log.error("saving the vector index failed: %s", e.message)
+            return
+        gen.dirty = False
+        gen.saved_at = time.monotonic()
+
+    def _set(self, phase: str, **changes: object) -> None:
+        self.progress.phase = phase
+        for key, value in changes.items():
+            setattr(self.progress, key, value)
+        if self._on_progress is not None:
+            self._on_progress(self.progress)
+
+
+def _query_vector(embedder: Embedder, query: str, doc_freq: DocFreq) -> Vectors:
+    if isinstance(embedder, TermWeightedEmbedder):
+        dfs, n_docs = doc_freq(embedder.query_terms(query))
+        rows = embedder.embed_query(query, dfs, n_docs)
+    else:
+        rows = embedder.embed([query])
+    return rows[0:1].reshape(-1)
