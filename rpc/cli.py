@@ -28,7 +28,7 @@ from reverie.errors import (
     UsageError,
 )
 from reverie.rpc.client import Client
-from reverie.rpc.protocol import DEFAULT_WORKSPACE, Memory, MemoryRecord
+from reverie.rpc.protocol import DEFAULT_WORKSPACE, Explain, Memory, MemoryRecord
 
 EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
 _json = msgspec.json.Encoder()
@@ -121,17 +121,57 @@ def cmd_remember(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+def _when(text: str) -> dt.datetime:
+    """A date or time for --since/--until: ISO 8601, local time if no zone is given."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"not a date or time: {text!r} (use e.g. 2026-03-01 or 2026-03-01T14:00)"
+        ) from None
+    return value if value.tzinfo else value.astimezone()
+
+
 def cmd_search(args: argparse.Namespace, client: Client) -> int:
-    res = client.search(args.query, workspace=args.workspace, limit=args.limit)
+    res = client.search(
+        args.query,
+        workspace=args.workspace,
+        limit=args.limit,
+        mode=args.mode,
+        kinds=args.kind,
+        tags=args.tag,
+        explain=args.explain,
+        since=_when(args.since) if args.since else None,
+        until=_when(args.until) if args.until else None,
+        include_archived=args.archived,
+    )
     if args.json:
         _emit_json(res)
         return 0
+    for note in res.notes:
+        sys.stderr.write(f"reverie: note: {note}\n")
     if not res.hits:
         print("no matches")
     for hit in res.hits:
         m = hit.memory
-        print(f"#{m.id:<6} {hit.score:6.2f}  [{m.kind}] {_one_line(m.content)}")
+        print(f"#{m.id:<6} {hit.score:8.4f}  [{m.kind}] {_one_line(m.content)}")
+        if hit.explain is not None:
+            print(f"         {_explain(hit.explain)}")
     return 0
+
+
+def _explain(ex: Explain) -> str:
+    parts = []
+    if ex.lexical_rank is not None:
+        parts.append(f"lexical #{ex.lexical_rank} ({ex.lexical_score:.3f})")
+    if ex.vector_rank is not None:
+        parts.append(f"vector #{ex.vector_rank} (cos {ex.vector_score:.3f})")
+    parts.append(f"fused {ex.fused:.4f}")
+    if ex.neighbour:
+        parts.append(f"+neighbours {ex.neighbour:.4f}")
+    if ex.boost != 1.0:
+        parts.append(f"x boost {ex.boost:.2f}")
+    return "  ".join(parts)
 
 
 def cmd_get(args: argparse.Namespace, client: Client) -> int:
@@ -268,11 +308,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_remember)
 
-    p = sub.add_parser("search", help="search memories (full text, BM25)")
+    p = sub.add_parser("search", help="search memories (hybrid: full text and vectors)")
     _common(p)
     p.add_argument("query")
     p.add_argument("--workspace", help="only this workspace (default: all)")
     p.add_argument("--limit", type=int, default=10, help="at most this many results (1-1000)")
+    p.add_argument(
+        "--mode",
+        choices=["hybrid", "lexical", "vector"],
+        help="default: the daemon's [search] mode (hybrid)",
+    )
+    p.add_argument("--kind", action="append", default=[], help="only this kind (repeatable)")
+    p.add_argument("--tag", action="append", default=[], help="must carry this tag (repeatable)")
+    p.add_argument("--since", help="observed at or after (ISO date or time)")
+    p.add_argument("--until", help="observed before (ISO date or time)")
+    p.add_argument("--archived", action="store_true", help="include the archived tier")
+    p.add_argument("--explain", action="store_true", help="show each component's rank and score")
     p.set_defaults(run=cmd_search)
 
     p = sub.add_parser("get", help="show one memory")

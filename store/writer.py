@@ -99,9 +99,7 @@ class Writer:
         """
         if self._closed:
             raise ShuttingDown("the database is closing")
-        job = _Job(
-            fn, task=trio.lowlevel.current_task(), token=trio.lowlevel.current_trio_token()
-        )
+        job = _Job(fn, task=trio.lowlevel.current_task(), token=trio.lowlevel.current_trio_token())
         self._queue.put(job)
         result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         return result

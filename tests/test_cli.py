@@ -109,3 +109,25 @@ def test_errors_are_one_line_with_exit_codes(daemon: Daemon, short_tmp: Path) ->
     )
     assert down.returncode == 3
     assert "not running" in down.stderr and "reverie daemon" in down.stderr
+
+
+def test_search_flags(daemon: Daemon) -> None:
+    for text, kind, tag in [
+        ("The release checklist lives in docs/release.md", "procedure", "release"),
+        ("Release notes are written by the on-call person", "decision", "release"),
+        ("Lunch order: release the pizza tracker", "observation", "food"),
+    ]:
+        out = _cli(daemon, "remember", text, "--kind", kind, "--tag", tag)
+        assert out.returncode == 0, out.stderr
+    found = json.loads(_cli(daemon, "search", "release", "--kind", "decision", "--json").stdout)
+    assert [h["memory"]["kind"] for h in found["hits"]] == ["decision"]
+    tagged = json.loads(_cli(daemon, "search", "release", "--tag", "food", "--json").stdout)
+    assert [h["memory"]["tags"] for h in tagged["hits"]] == [["food"]]
+    future = _cli(daemon, "search", "release", "--since", "2999-01-01", "--json")
+    assert json.loads(future.stdout)["hits"] == []
+    lexical = json.loads(_cli(daemon, "search", "release", "--mode", "lexical", "--json").stdout)
+    assert lexical["mode"] == "lexical"
+    explained = _cli(daemon, "search", "release checklist", "--explain", "--mode", "lexical")
+    assert "lexical #1" in explained.stdout
+    bad = _cli(daemon, "search", "x", "--since", "yesterday-ish")
+    assert bad.returncode == 2 and "not a date" in bad.stderr
