@@ -46,6 +46,8 @@ from reverie.store.vector_index import DEFAULT_NAME, HnswParams, Neighbours, Vec
 from reverie.store.vectors import Change
 
 log = logging.getLogger("reverie.store.indexer")
+EMBED_CHUNK = 64  # texts embedded between GIL hand-overs
+SAVE_CHUNK = 256  # vectors stored per write job
 # Document frequencies of query terms, and the collection size (for IDF weights).
 DocFreq = Callable[[list[str]], tuple[Mapping[str, int], int]]
 INDEX_DIR = "index"
@@ -110,6 +112,9 @@ class _Generation:
         self.index = index
         self.seq = seq
         self.members = _Members()
+        # Vectors computed since the last save: stored in SQLite with the
+        # index, off the write path (a crash only means re-embedding them).
+        self.unsaved: dict[int, tuple[str, Vectors]] = {}
         self.dirty = False
         self.saved_at = time.monotonic()
 
@@ -219,6 +224,7 @@ class Indexer:
                     await self._maybe_save()
                 with trio.move_on_after(self._idle_wait()):
                     await self._wake.wait()
+                    await trio.sleep(self.cfg.delay_s)  # let a batch gather
                 self._wake = trio.Event()
         finally:
             with trio.CancelScope(shield=True):
@@ -364,11 +370,13 @@ class Indexer:
         model = gen.embedder.model_id
         have = vectors.stored(self._conn, model, active)
         missing = [c for c in active if c.id not in have]
-        if missing:
-            fresh = gen.embedder.embed([c.content for c in missing])
-            items = [(c.id, c.content_hash, fresh[i]) for i, c in enumerate(missing)]
-            self.db.writer.run_sync(lambda conn: vectors.save(conn, model, items))
-            have.update((c.id, fresh[i]) for i, c in enumerate(missing))
+        for start in range(0, len(missing), EMBED_CHUNK):
+            chunk = missing[start : start + EMBED_CHUNK]
+            fresh = gen.embedder.embed([c.content for c in chunk])
+            for i, c in enumerate(chunk):
+                have[c.id] = fresh[i]
+                gen.unsaved[c.id] = (c.content_hash, fresh[i])
+            time.sleep(0)  # let the event loop and the writer have the GIL
         if active:
             ids = np.array([c.id for c in active], dtype=np.int64)
             gen.index.add(ids, np.stack([have[c.id] for c in active]))
@@ -392,7 +400,15 @@ class Indexer:
 
     def _save(self, gen: _Generation) -> None:
         seq = gen.seq
+        model = gen.embedder.model_id
+        pending = list(gen.unsaved.items())
         try:
+            # Small jobs, so that users' writes interleave with these.
+            for start in range(0, len(pending), SAVE_CHUNK):
+                items = [(mid, h, v) for mid, (h, v) in pending[start : start + SAVE_CHUNK]]
+                self.db.writer.run_sync(lambda conn, items=items: vectors.save(conn, model, items))
+            for mid, _ in pending:
+                gen.unsaved.pop(mid, None)
             gen.index.save(self.directory, seq=seq)
         except ReverieError as e:
             log.error("saving the vector index failed: %s", e.message)

@@ -62,10 +62,11 @@ def stored(conn: apsw.Connection, model: str, changes: Sequence[Change]) -> dict
 
 
 def save(conn: apsw.Connection, model: str, items: Sequence[tuple[int, str, Floats]]) -> None:
+    # A memory purged since its vector was computed is skipped, not an error.
     conn.executemany(
         "INSERT OR REPLACE INTO embeddings (memory_id, model, dim, content_hash, vector) "
-        "VALUES (?, ?, ?, ?, ?)",
-        [(mid, model, len(v), chash, v.astype("<f4").tobytes()) for mid, chash, v in items],
+        "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM memories WHERE id = ?)",
+        [(mid, model, len(v), chash, v.astype("<f4").tobytes(), mid) for mid, chash, v in items],
     )
 
 

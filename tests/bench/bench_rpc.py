@@ -99,6 +99,7 @@ def main() -> None:
         choices=["FULL", "NORMAL"],
         help="FULL (durable, the default) or NORMAL (shows the cost of fsync)",
     )
+    ap.add_argument("--no-index", action="store_true", help="disable the vector index")
     args = ap.parse_args()
     print(
         f"machine: {platform.machine()} {os.cpu_count()} cpus, "
@@ -106,6 +107,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="rvb-", dir="/tmp") as tmp:
         config = f'[store]\nsynchronous = "{args.synchronous}"\n'
+        if args.no_index:
+            config += "[index]\nenabled = false\n"
         with Daemon(Path(tmp), config=config) as d:
             sock = str(d.socket)
             assert d.proc is not None
