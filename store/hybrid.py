@@ -11,9 +11,9 @@
    the LoCoMo development half (README, performance section).
 3. Context: fused scores spread to neighbouring memories of the same
    session (store/search.py), so a reply is found through its question.
-4. Filters (kinds, tags, time range, archived) are checked in SQLite on the
-   ranked candidates; when a selective filter leaves too few, an exact
-   filtered full-text query fills up the list.
+4. Filters (kinds, tags, time range, archived) go into the lexical search
+   itself, which stays bounded with them; vector and neighbour candidates
+   are checked against them in SQLite.
 5. Boosts: recency and importance multiply the score.
 """
 
@@ -59,24 +59,33 @@ def run(
     if lexical.fts_query(req.query) is None:
         return Outcome(hits=[], mode=mode, notes=["the query has no words"])
     want = max(cfg.candidates, req.limit)
+    # Filters go into the lexical search itself (it stays bounded with them);
+    # vector and neighbour candidates are checked against them afterwards.
+    filters = _where(req) if _has_filters(req) else None
     lex: dict[int, float] = {}
     if mode in ("hybrid", "lexical"):
-        lex = lexical.lexical_scores(conn, req.query, workspace=req.workspace, limit=want)
+        lex = _lexical(conn, req, want, filters)
     vec: list[tuple[int, float]] | None = None
     if mode in ("hybrid", "vector"):
         vec = _vector(conn, req, want, indexer, notes)
         if vec is None:
             if mode == "vector":
-                lex = lexical.lexical_scores(conn, req.query, workspace=req.workspace, limit=want)
+                lex = _lexical(conn, req, want, filters)
             mode = "lexical"
     cands = _fuse(lex, vec, cfg)
     _context(conn, cands)
     ranked = sorted(cands.values(), key=lambda c: c.score, reverse=True)
     kept = _filtered(conn, req, ranked)
-    if len(kept) < req.limit and _has_filters(req) and mode != "vector":
-        kept = _fill_exact(conn, req, kept, cfg)
     hits = _hits(conn, req, kept)
     return Outcome(hits=hits, mode=mode, notes=notes)
+
+
+def _lexical(
+    conn: apsw.Connection, req: Search, want: int, filters: tuple[str, list[Any]] | None
+) -> dict[int, float]:
+    return lexical.lexical_scores(
+        conn, req.query, workspace=req.workspace, limit=want, filters=filters
+    )
 
 
 # -- candidates ------------------------------------------------------------------
@@ -194,37 +203,11 @@ def _filtered(conn: apsw.Connection, req: Search, ranked: list[_Candidate]) -> l
     return kept
 
 
-def _fill_exact(
-    conn: apsw.Connection, req: Search, kept: list[_Candidate], cfg: SearchConfig
-) -> list[_Candidate]:
-    """A selective filter left too few: rank the filtered memories by BM25 directly."""
-    match = lexical.fts_query(req.query)
-    if match is None:
-        return kept
-    where, args = _where(req)
-    have = {c.id for c in kept}
-    floor = min((c.score for c in kept), default=1.0)
-    rows: list[tuple[int, float]] = conn.execute(  # type: ignore[assignment]
-        f"SELECT m.id, -bm25(memories_fts) FROM memories_fts JOIN memories m "
-        f"ON m.id = memories_fts.rowid WHERE memories_fts MATCH ? AND {where} "
-        f"ORDER BY rank LIMIT ?",
-        (match, *args, req.limit + len(have)),
-    ).fetchall()
-    top = max((r[1] for r in rows), default=1.0) or 1.0
-    for mid, score in rows:
-        if mid in have or len(kept) >= max(req.limit, cfg.candidates):
-            continue
-        c = _Candidate(mid)
-        c.explain.lexical_score = round(score, 6)
-        # Below every fused candidate, in BM25 order.
-        c.score = c.explain.fused = floor * 0.5 * score / top
-        kept.append(c)
-    return kept
-
-
 def _hits(conn: apsw.Connection, req: Search, kept: list[_Candidate]) -> list[Hit]:
     if not kept:
         return []
+    if not (req.recency_boost or req.importance_boost):
+        kept = kept[: req.limit]  # boosts may reorder; without them the order is final
     rows = lexical.fetch_hits(conn, [(c.id, c.score) for c in kept])
     by_id = {h.memory.id: h for h in rows}
     now = time.time()

@@ -21,6 +21,7 @@ memory at once and vector search a few milliseconds later (the lag is
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -406,7 +407,7 @@ class Indexer:
             # Small jobs, so that users' writes interleave with these.
             for start in range(0, len(pending), SAVE_CHUNK):
                 items = [(mid, h, v) for mid, (h, v) in pending[start : start + SAVE_CHUNK]]
-                self.db.writer.run_sync(lambda conn, items=items: vectors.save(conn, model, items))
+                self.db.writer.run_sync(functools.partial(vectors.save, model=model, items=items))
             for mid, _ in pending:
                 gen.unsaved.pop(mid, None)
             gen.index.save(self.directory, seq=seq)

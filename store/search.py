@@ -22,13 +22,37 @@ the figures are in the README's performance section):
 
 The tokenizer (porter over unicode61, set in the schema) is kept: on the same
 data it beat plain unicode61 and trigram.
+
+Speed at scale (lexical_candidates). SQLite's bm25() scores every memory
+that has any query word, and counts each word's memories on every query by
+reading its whole doclist: one common word makes a search over a million
+memories take a few hundred milliseconds. So the query's words are split by
+their document counts (fts5vocab, cached when large). The rarest, up to
+RARE_POSTINGS (memory, word) pairs, are ranked by SQLite; the common rest
+only re-rank them: first an estimate from which candidates have them
+(with_coverage), then the exact full BM25 of the best RESCORE, computed in
+Python from their text (BM25). A query of common words only looks among
+recent memories (recent_matches). On a store of a few thousand memories
+every query is within the budget and this is SQLite's own exact ranking
+(LoCoMo runs are byte-identical); on 100k and 1M synthetic memories
+(tests/bench/bench_search.py) a search costs a few milliseconds instead of
+tens to hundreds, and finds the memory a query was made from about as
+often as exact BM25 does.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
+import math
 import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import cast
 
 import apsw
 from reverie.rpc.protocol import Hit
@@ -63,6 +87,16 @@ NEIGHBOUR_WINDOW = 2  # memories on each side; the share falls as 1/distance
 NEIGHBOUR_SOURCES = 50  # only the strongest hits spread score
 NEIGHBOUR_GAP_S = 3600.0  # neighbours observed further apart are unrelated
 NEIGHBOUR_SCAN = 64  # ids looked at on each side for a neighbour in the same workspace
+# Cost bounds (see lexical_candidates); within them results are exact BM25. Chosen on
+# 100k and 1M synthetic memories for CPU per search and for how often the memory a
+# query was made from is found (tests/bench/bench_search.py; the README has the figures).
+RARE_POSTINGS = 1000  # (memory, term) pairs SQLite may rank for one query
+RESCORE = 50  # best candidates whose full score is computed from their text
+COVERAGE_TERMS = 3  # common words whose presence re-orders the candidates
+COMMON_RANK = 200  # newest matches scored for a query of common words only
+AND_POSTINGS = 8000  # memories having its rarest word such a query looks at, newest first
+COVERAGE_SCAN = 500  # newest memories having the rarest word and another one, per word
+FILTER_LOOKUPS = 3200  # ranked memories checked against the filters at most
 
 
 # -- the query ------------------------------------------------------------------------
@@ -129,47 +163,442 @@ def named_period(text: str) -> tuple[dt.datetime, dt.datetime] | None:
     return None
 
 
-# -- ranking --------------------------------------------------------------------------------
+# -- term statistics ----------------------------------------------------------------------
+
+# The tokenizer of memories_fts (schema v1): query words and, when a few
+# memories are re-scored, their text are cut and stemmed with it, so that
+# both agree with the index.
+TOKENIZER = "porter"
+TOKENIZER_ARGS = ("unicode61", "remove_diacritics", "2")
+DF_CACHE_MIN = 2000  # document counts at least this large are cached ...
+DF_CACHE_TTL_S = 300.0  # ... this long: they are costly to count and change slowly
+DF_CACHE_MAX = 50_000
+PHRASE_COUNT_MAX = 50_000  # postings walked at most to count a phrase's memories
 
 
-def _filters(workspace: str | None) -> tuple[str, list[object]]:
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A query word, its index tokens, and what it costs and weighs.
+
+    `df` is how many searchable memories contain the word (for BM25's IDF)
+    and `cost` how many postings FTS5 walks to match it: the same for a
+    word of one token. A word the tokenizer cuts into several tokens
+    ("parse_config") is searched as a phrase: its walk is driven by its
+    rarest token, and its own count is taken exactly when that walk is
+    affordable (see phrase_frequency).
+    """
+
+    word: str
+    tokens: tuple[str, ...]
+    df: int
+    cost: int
+
+    @property
+    def phrase(self) -> str:
+        return f'"{self.word}"'
+
+
+class _Reader:
+    """What search keeps per connection: the tokenizer and a vocabulary table
+    (a TEMP table, so it works on read-only connections too)."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        conn.execute(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.reverie_fts_terms "
+            "USING fts5vocab(main, memories_fts, row)"
+        )
+        self.tokenizer = conn.fts5_tokenizer(TOKENIZER, list(TOKENIZER_ARGS))
+
+    def tokens(self, text: str, reason: int = apsw.FTS5_TOKENIZE_DOCUMENT) -> list[str]:
+        return [str(t[0]) for t in self.tokenize(text, reason)]
+
+    def tokenize(
+        self, text: str, reason: int = apsw.FTS5_TOKENIZE_DOCUMENT
+    ) -> list[tuple[str, ...]]:
+        """Tokens as 1-tuples (the tokenizer's own form without offsets: a token with
+        colocated synonyms would be a longer tuple; porter has none)."""
+        return cast(
+            list[tuple[str, ...]],
+            self.tokenizer(text.encode(), reason, None, include_offsets=False),
+        )
+
+
+_readers: weakref.WeakKeyDictionary[apsw.Connection, _Reader] = weakref.WeakKeyDictionary()
+_readers_lock = threading.Lock()
+# (database file, term) -> (memories containing the term, monotonic expiry time).
+# Shared by every connection to the file: a common term is counted once per TTL.
+_df_cache: dict[tuple[str, str], tuple[int, float]] = {}
+
+
+def _reader(conn: apsw.Connection) -> _Reader:
+    with _readers_lock:
+        state = _readers.get(conn)
+        if state is None:
+            state = _readers[conn] = _Reader(conn)
+        return state
+
+
+def document_frequencies(conn: apsw.Connection, tokens: Iterable[str]) -> dict[str, int]:
+    """Memories containing each index token (0 if none), from fts5vocab or the cache.
+
+    fts5vocab counts a token's memories by reading its doclist: microseconds
+    for a rare token, milliseconds for one in a large share of a big store,
+    hence the cache for those.
+    """
+    now = time.monotonic()
+    out: dict[str, int] = {}
+    missing: list[str] = []
+    for token in dict.fromkeys(tokens):
+        count = _cached((conn.filename, token), now)
+        if count is None:
+            missing.append(token)
+        else:
+            out[token] = count
+    if missing:
+        _reader(conn)
+        found = dict(
+            conn.execute(
+                "SELECT term, doc FROM temp.reverie_fts_terms "
+                "WHERE term IN (SELECT value FROM json_each(?))",
+                (json.dumps(missing),),
+            )
+        )
+        for token in missing:
+            out[token] = count = int(found.get(token, 0))
+            if count >= DF_CACHE_MIN:
+                _cache((conn.filename, token), count, now)
+    return out
+
+
+def _cached(key: tuple[str, str], now: float) -> int | None:
+    hit = _df_cache.get(key) if key[0] else None
+    return hit[0] if hit is not None and hit[1] > now else None
+
+
+def _cache(key: tuple[str, str], count: int, now: float) -> None:
+    if key[0]:
+        if len(_df_cache) > DF_CACHE_MAX:
+            _df_cache.clear()
+        _df_cache[key] = (count, now + DF_CACHE_TTL_S)
+
+
+def phrase_frequency(conn: apsw.Connection, term: Term) -> int:
+    """Memories containing the phrase: counted (and cached if that was costly) when
+    its walk is at most PHRASE_COUNT_MAX postings, else the rarest token's count."""
+    if term.cost > PHRASE_COUNT_MAX:
+        return term.cost
+    now = time.monotonic()
+    key = (conn.filename, " ".join(term.tokens) + " \0phrase")
+    count = _cached(key, now)
+    if count is None:
+        count = int(
+            conn.execute(
+                "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?", (term.phrase,)
+            ).get
+        )
+        if term.cost >= DF_CACHE_MIN:
+            _cache(key, count, now)
+    return count
+
+
+def term_stats(conn: apsw.Connection, words: list[str]) -> list[Term]:
+    """The query words with their tokens, document counts and costs, in query order."""
+    reader = _reader(conn)
+    tokens = {w: tuple(reader.tokens(w, apsw.FTS5_TOKENIZE_QUERY)) for w in words}
+    df = document_frequencies(conn, (t for ts in tokens.values() for t in ts))
+    terms = []
+    for w in words:
+        cost = min((df[t] for t in tokens[w]), default=0)
+        term = Term(w, tokens[w], cost, cost)
+        if len(term.tokens) > 1 and cost:
+            term = Term(w, tokens[w], phrase_frequency(conn, term), cost)
+        terms.append(term)
+    return terms
+
+
+def split_terms(terms: list[Term], budget: int) -> tuple[list[Term], list[Term]]:
+    """(rare, common): the cheapest terms whose costs add up to at most `budget`, and the
+    rest, each by increasing cost."""
+    ordered = sorted(terms, key=lambda t: t.cost)
+    rare: list[Term] = []
+    for term in ordered:
+        if term.cost > budget:
+            break
+        rare.append(term)
+        budget -= term.cost
+    return rare, ordered[len(rare) :]
+
+
+# -- BM25 --------------------------------------------------------------------------------
+
+# SQLite's bm25() parameters, which BM25.score reproduces.
+BM25_K1 = 1.2
+BM25_B = 0.75
+MIN_IDF = 1e-6  # bm25() floors the IDF of a term in half the rows or more to this
+
+
+def _varints(data: bytes) -> Iterator[int]:
+    """SQLite varints (big-endian, 7 bits a byte, the 9th byte whole), in order."""
+    pos = 0
+    while pos < len(data):
+        value = 0
+        for i in range(9):
+            byte = data[pos + i]
+            if i == 8:
+                value = (value << 8) | byte
+                break
+            value = (value << 7) | (byte & 0x7F)
+            if byte < 0x80:
+                break
+        pos += i + 1
+        yield value
+
+
+def index_totals(conn: apsw.Connection) -> tuple[int, int]:
+    """(memories in the full-text index, tokens in all of them): what bm25() uses.
+
+    FTS5 keeps both in its "averages" record, row 1 of the %_data table (the
+    row count, then the token count of each column): one read, where
+    count(*) would walk the whole content table.
+    """
+    block = conn.execute("SELECT block FROM memories_fts_data WHERE id = 1").get
+    if not isinstance(block, bytes) or not block:
+        return 0, 0
+    rows, *columns = _varints(block)
+    return rows, sum(columns)
+
+
+def idf(df: int, rows: int) -> float:
+    """BM25's inverse document frequency, as SQLite's bm25() computes it."""
+    return max(math.log((rows - df + 0.5) / (df + 0.5)), MIN_IDF)
+
+
+class BM25:
+    """SQLite's bm25() for a few memories, computed in Python from their text.
+
+    bm25() counts each query phrase's memories on every query, by reading
+    its whole doclist: for a word in half a million memories that alone
+    takes tens of milliseconds. Here the counts come from the (cached)
+    vocabulary and only the memories asked for are scored, from their
+    content and tags (the indexed columns, both of weight 1), cut by the
+    index's own tokenizer.
+    """
+
+    def __init__(self, conn: apsw.Connection, terms: list[Term]) -> None:
+        self._reader = _reader(conn)
+        rows, tokens = index_totals(conn)
+        # The tokenizer yields 1-tuples: single-token terms are keyed the same way.
+        self._words: dict[tuple[str, ...], float] = {}
+        self._phrases: list[tuple[tuple[str, ...], float]] = []
+        for t in terms:
+            if len(t.tokens) == 1:
+                self._words[t.tokens] = self._words.get(t.tokens, 0.0) + idf(t.df, rows)
+            elif t.tokens:
+                self._phrases.append((t.tokens, idf(t.df, rows)))
+        self._per_token = BM25_K1 * BM25_B * rows / max(1, tokens)
+
+    def score(self, content: str, tags: str) -> float:
+        columns = [self._reader.tokenize(content)]
+        if tags != "[]":
+            columns.append(self._reader.tokenize(tags))
+        norm = BM25_K1 * (1 - BM25_B) + self._per_token * sum(map(len, columns))
+        tf: dict[tuple[str, ...], int] = {}
+        words = self._words
+        for column in columns:
+            for token in column:
+                if token in words:
+                    tf[token] = tf.get(token, 0) + 1
+        found = [(n, words[token]) for token, n in tf.items()]
+        for phrase, weight in self._phrases:
+            n = sum(_occurrences(phrase, column) for column in columns)
+            if n:
+                found.append((n, weight))
+        return sum(w * n * (BM25_K1 + 1) / (n + norm) for n, w in found)
+
+
+def _occurrences(phrase: tuple[str, ...], column: list[tuple[str, ...]]) -> int:
+    """How often the tokens of `phrase` follow each other in `column` (1-tuples)."""
+    words = [(token,) for token in phrase]
+    n = len(words)
+    return sum(1 for i in range(len(column) - n + 1) if column[i : i + n] == words)
+
+
+# -- candidates -----------------------------------------------------------------------------
+
+
+def _or(terms: list[Term]) -> str:
+    return " OR ".join(t.phrase for t in terms)
+
+
+def bm25_ranking(conn: apsw.Connection, match: str, *, limit: int) -> list[tuple[int, float]]:
+    """The best `limit` matches by SQLite's bm25(), best first, as (id, score > 0)."""
+    return [
+        (rowid, -rank)  # bm25() is negative, better is lower
+        for rowid, rank in conn.execute(
+            "SELECT rowid, bm25(memories_fts) AS rank FROM memories_fts "
+            "WHERE memories_fts MATCH ? ORDER BY rank LIMIT ?",
+            (match, limit),
+        )
+    ]
+
+
+def with_coverage(
+    conn: apsw.Connection, ranked: list[tuple[int, float]], rare: list[Term], common: list[Term]
+) -> list[tuple[int, float]]:
+    """The rare terms' ranking re-scored with an estimate of the full score, best first.
+
+    BM25 is a sum over the query's terms: a memory's full score is its
+    score on the rare terms plus its score on the common ones. The
+    estimate adds the IDF of each of the COVERAGE_TERMS rarest common terms
+    to the memories that have it, so that a memory with a rare word and
+    many of the query's common ones moves up as it would in the full
+    ranking. Matching `(rare) AND "common"` only walks the rare terms'
+    doclists, seeking into the long one. Terms in half the store or more
+    are left out: their IDF is nil.
+    """
+    rows, _ = index_totals(conn)
+    useful = [t for t in common if idf(t.df, rows) > MIN_IDF][:COVERAGE_TERMS]
+    if not ranked or not useful:
+        return ranked
+    estimate = dict(ranked)
+    for term in useful:
+        weight = idf(term.df, rows)
+        for (rowid,) in conn.execute(
+            "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?",
+            (f"({_or(rare)}) AND {term.phrase}",),
+        ):
+            if rowid in estimate:  # (a stale cached count may have cut the ranking short)
+                estimate[rowid] += weight
+    return sorted(estimate.items(), key=lambda kv: -kv[1])
+
+
+def recent_matches(conn: apsw.Connection, common: list[Term]) -> list[tuple[int, float]]:
+    """For a query of common words only: candidates among recent memories having its
+    rarest word, (id, estimate), best first.
+
+    Ranking every memory that has one of several very common words would
+    visit a large share of the store. Instead, only the newest memories are
+    looked at (as many as hold about AND_POSTINGS of the rarest word), and
+    among them those with the rarest word: first the ones that also have
+    the most of the other words (`rarest AND other` walks the rarest word's
+    doclist and seeks into the other's; its newest COVERAGE_SCAN matches),
+    each weighted by its IDF, then the newest. Without a rare word to single
+    memories out, recent ones are the better guess.
+    """
+    rows, _ = index_totals(conn)
+    newest = int(conn.execute("SELECT coalesce(max(id), 0) FROM memories").get)
+    lowest = newest - AND_POSTINGS * max(rows, 1) // max(common[0].cost, 1)
+    first = common[0]
+    # Words in half the store or more weigh nothing; words of the same tokens
+    # ("test", "tests") are one.
+    others = {t.tokens: t for t in common[1:] if idf(t.df, rows) > MIN_IDF}
+    others.pop(first.tokens, None)
+    estimate: dict[int, float] = {}
+    for term in list(others.values())[:COVERAGE_TERMS]:
+        weight = idf(term.df, rows)
+        for (rowid,) in conn.execute(
+            "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? AND rowid > ? "
+            "ORDER BY rowid DESC LIMIT ?",
+            (f"{first.phrase} AND {term.phrase}", lowest, COVERAGE_SCAN),
+        ):
+            estimate[rowid] = estimate.get(rowid, 0.0) + weight
+    best = sorted(estimate.items(), key=lambda kv: (-kv[1], -kv[0]))[:COMMON_RANK]
+    if len(best) < COMMON_RANK:
+        for (rowid,) in conn.execute(
+            "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? AND rowid > ? "
+            "ORDER BY rowid DESC LIMIT ?",
+            (first.phrase, lowest, COMMON_RANK),
+        ):
+            if rowid not in estimate and len(best) < COMMON_RANK:
+                best.append((rowid, 0.0))
+    return best
+
+
+# -- filters and the final ranking ------------------------------------------------------------
+
+
+# A condition on `memories m` and its arguments.
+Filters = tuple[str, Sequence[object]]
+
+
+def _filters(workspace: str | None) -> Filters:
     where = "m.state = 'active' AND m.tier != 'archived'"
     if workspace is None:
         return where, []
     return where + " AND m.workspace = ?", [workspace]
 
 
+Rescore = Callable[[int, str, str], float]
+
+
+def filter_ranked(
+    conn: apsw.Connection,
+    ranked: Iterable[tuple[int, float]],
+    *,
+    workspace: str | None,
+    limit: int,
+    rescore: Rescore | None = None,
+    rescore_count: int = 0,
+    filters: Filters | None = None,
+) -> dict[int, tuple[float, float]]:
+    """The best `limit` of `ranked` (id, score; best first) that pass the search filters,
+    as id -> (score, observed_at).
+
+    Looking a memory up costs more than ranking it, so the ranking is read
+    in chunks that double in size until enough pass: a search over every
+    workspace, where nearly all pass, looks up little more than `limit`;
+    one in a workspace holding a small share of the memories reads further
+    down. At most FILTER_LOOKUPS memories are looked up.
+
+    With `rescore`, the first `rescore_count` that pass get the score
+    rescore(id, content, tags) instead (from the text fetched by the same
+    lookup), and the result is re-sorted. `filters` replaces the default
+    ones (active, not archived, in `workspace` if given).
+    """
+    where, args = filters or _filters(workspace)
+    columns = "m.id, m.observed_at" + (", m.content, m.tags" if rescore else "")
+    found: dict[int, tuple[float, float]] = {}
+    rest = iter(ranked)
+    size = limit + 16 if workspace is None and filters is None else 2 * limit
+    looked = 0
+    while len(found) < limit and looked < FILTER_LOOKUPS:
+        chunk = dict(itertools.islice(rest, min(size, FILTER_LOOKUPS - looked)))
+        if not chunk:
+            break
+        rows = conn.execute(
+            f"SELECT {columns} FROM memories m "
+            f"WHERE m.id IN (SELECT value FROM json_each(?)) AND {where}",
+            (json.dumps(list(chunk)), *args),
+        )
+        passed = {row[0]: row for row in rows}
+        for mid, score in chunk.items():
+            if mid in passed and len(found) < limit:
+                row = passed[mid]
+                if rescore is not None and len(found) < rescore_count:
+                    score = rescore(mid, row[2], row[3])
+                found[mid] = (score, row[1])
+        looked, size = looked + len(chunk), 2 * size
+    if rescore is None:
+        return found
+    return dict(sorted(found.items(), key=lambda kv: -kv[1][0]))
+
+
 def bm25_scores(
     conn: apsw.Connection, match: str, *, workspace: str | None, limit: int
 ) -> dict[int, tuple[float, float]]:
-    """The best `limit` matches: memory id -> (BM25 score, higher is better; observed_at).
+    """Exact BM25 for an FTS5 expression: the best `limit` matches that pass the
+    filters, memory id -> (score, higher is better; observed_at).
 
-    Joining every match to `memories` to filter it costs more than ranking
-    it, so the best 2 * limit matches are ranked on the full-text index
-    alone and filtered afterwards. Only if the filter (a selective
-    workspace, archived memories) leaves too few does the exact, slower
-    join run.
+    As slow as the expression's doclists are long: searches go through
+    lexical_candidates, which bounds that. The best 2 * limit matches are
+    ranked on the full-text index alone and filtered afterwards; only if the
+    filter leaves too few does the exact, slower join run.
     """
-    where, args = _filters(workspace)
-    # bm25() is negative, better is lower; scores here are positive, higher is better.
-    ranked = [
-        (rowid, -rank)
-        for rowid, rank in conn.execute(
-            "SELECT rowid, bm25(memories_fts) AS rank FROM memories_fts "
-            "WHERE memories_fts MATCH ? ORDER BY rank LIMIT ?",
-            (match, 2 * limit),
-        )
-    ]
-    observed = dict(
-        conn.execute(
-            f"SELECT m.id, m.observed_at FROM memories m "
-            f"WHERE m.id IN (SELECT value FROM json_each(?)) AND {where}",
-            (json.dumps([rowid for rowid, _ in ranked]), *args),
-        )
-    )
-    found = {rowid: (score, observed[rowid]) for rowid, score in ranked if rowid in observed}
+    ranked = bm25_ranking(conn, match, limit=2 * limit)
+    found = filter_ranked(conn, ranked, workspace=workspace, limit=limit)
     if len(found) >= limit or len(ranked) < 2 * limit:
-        return dict(list(found.items())[:limit])
+        return found
+    where, args = _filters(workspace)
     rows = conn.execute(
         f"SELECT m.id, m.observed_at, bm25(memories_fts) AS rank FROM memories_fts "
         f"JOIN memories m ON m.id = memories_fts.rowid "
@@ -177,6 +606,64 @@ def bm25_scores(
         (match, *args, limit),
     )
     return {mid: (-rank, at) for mid, at, rank in rows}
+
+
+def lexical_candidates(
+    conn: apsw.Connection,
+    query: str,
+    *,
+    workspace: str | None,
+    limit: int,
+    filters: Filters | None = None,
+) -> dict[int, tuple[float, float]]:
+    """The best `limit` memories by BM25 over the query's content words that pass the
+    filters (`filters`, else the default ones for `workspace`): id -> (score,
+    observed_at).
+
+    SQLite's bm25() scores every memory matching any query word, and counts
+    each word's memories on every query: a word in a large share of the
+    store makes a search slow however selective the others are. So the
+    words are split by their (cached) document counts. The rarest, whose
+    counts add up to at most RARE_POSTINGS, are ranked by SQLite; the
+    common rest re-order that ranking (with_coverage), and the best
+    candidates get their exact full score from their text (BM25). A query
+    of common words only looks at recent matches (recent_matches). Up to
+    the budget, which covers every query on a store of a few thousand
+    memories, this is plain BM25 over all the words, as SQLite ranks it.
+    """
+    words = query_terms(query)
+    # Words no memory has match nothing, and must not pass for the rare ones.
+    terms = [t for t in term_stats(conn, words) if t.df > 0] if words else []
+    if not terms:
+        return {}
+    rare, common = split_terms(terms, RARE_POSTINGS)
+    if not common:
+        ranked = bm25_ranking(conn, _or(rare), limit=FILTER_LOOKUPS)
+        return filter_ranked(conn, ranked, workspace=workspace, limit=limit, filters=filters)
+    if rare:
+        ranked = bm25_ranking(conn, _or(rare), limit=RARE_POSTINGS)
+        rare_score = dict(ranked)
+        common_score = BM25(conn, common)
+        ranked = with_coverage(conn, ranked, rare, common)
+        count = RESCORE
+    else:
+        rare_score = {}
+        common_score = BM25(conn, terms)
+        ranked = recent_matches(conn, common)
+        count = len(ranked)
+
+    def rescore(mid: int, content: str, tags: str) -> float:
+        return rare_score.get(mid, 0.0) + common_score.score(content, tags)
+
+    return filter_ranked(
+        conn,
+        ranked,
+        workspace=workspace,
+        limit=limit,
+        rescore=rescore,
+        rescore_count=count,
+        filters=filters,
+    )
 
 
 def boost_period(
@@ -249,17 +736,22 @@ def spread_to_neighbours(conn: apsw.Connection, scores: dict[int, float]) -> dic
 
 
 def lexical_scores(
-    conn: apsw.Connection, query: str, *, workspace: str | None, limit: int
+    conn: apsw.Connection,
+    query: str,
+    *,
+    workspace: str | None,
+    limit: int,
+    filters: Filters | None = None,
 ) -> dict[int, float]:
     """BM25 over the query's content words, with the date boost: memory id -> score.
 
     This is the lexical component before neighbour context, for callers that
     fuse it with other rankings and spread the fused scores themselves.
+    `filters` (SQL on `memories m`, with its arguments) replaces the default
+    filters, e.g. to add kinds, tags or a time range: the search stays as
+    bounded as without them.
     """
-    match = fts_query(query)
-    if match is None:
-        return {}
-    found = bm25_scores(conn, match, workspace=workspace, limit=limit)
+    found = lexical_candidates(conn, query, workspace=workspace, limit=limit, filters=filters)
     period = named_period(query)
     if period is not None:
         return boost_period(found, period)

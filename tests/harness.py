@@ -129,6 +129,18 @@ class Daemon:
         self.kill() if t is not None else self.stop()
 
 
+def wait_indexed(c: Client, timeout: float = 60.0) -> None:
+    """Until the vector index is ready and has caught up with every write."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ix = c.status().index
+        if ix is not None and ix.phase == "ready" and ix.pending == 0:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the vector index has not caught up: {ix}")
+        time.sleep(0.05)
+
+
 def raw_connect(path: Path, timeout: float = 10.0) -> socket.socket:
     """A plain socket to the daemon, for tests that speak bytes directly."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Daemon
+from harness import Daemon, wait_indexed
 from reverie.rpc.client import Client
 
 DAY = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -19,17 +19,6 @@ NOTES = [
     ("Flaky test: test_durability times out on loaded machines", "observation", ["tests"]),
     ("Run migrations with reverie's user_version scheme", "procedure", ["db"]),
 ]
-
-
-def wait_indexed(c: Client, timeout: float = 60.0) -> None:
-    """Until the vector index is ready and has caught up with every write."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ix = c.status().index
-        if ix is not None and ix.phase == "ready" and ix.pending == 0:
-            return
-        assert time.monotonic() < deadline, f"index not caught up: {ix}"
-        time.sleep(0.05)
 
 
 def fill(c: Client) -> list[int]:
