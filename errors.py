@@ -28,18 +28,21 @@ the failure happened locally or inside the daemon.
         ├── ReadOnlyStorage   the data dir or database is read-only
         ├── NotReverieDatabase  a foreign or corrupt file where the db should be
         ├── SchemaTooNew      the database was written by a newer reverie
+        ├── CorruptIndex      the saved vector index cannot be used: rebuild it
         └── DataDirLocked     another daemon owns the data dir
     InternalError             a bug: the daemon logged a traceback
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 __all__ = [
     "AccessDenied",
     "ConfigError",
     "ConnectionLost",
+    "CorruptIndex",
     "DaemonNotRunning",
     "DataDirLocked",
     "FrameTooLarge",
@@ -168,6 +171,32 @@ class NotReverieDatabase(StorageError):
 
 class SchemaTooNew(StorageError):
     code = "schema_too_new"
+
+
+class CorruptIndex(StorageError):
+    """The saved index cannot be used; rebuild it from SQLite.
+
+    ``reason`` (also ``data["reason"]``) says why: ``missing`` (nothing saved
+    yet), ``corrupt`` (truncated, garbled or failing its checksum),
+    ``mismatch`` (another embedding model or dimension) or ``unsupported``
+    (a newer format).
+    """
+
+    # The signature accepts `data=` so that errors.error_for_code can rebuild it.
+    code = "corrupt_index"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | None = None,
+        reason: str = "corrupt",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        if data is None:
+            data = {"reason": reason, "path": None if path is None else str(path)}
+        super().__init__(message, data=data)
+        self.reason: str = data.get("reason", reason)
 
 
 class DataDirLocked(StorageError):

@@ -47,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import Daemon
+from harness import Daemon, wait_indexed
 from reverie.rpc.client import Client
 from reverie.rpc.protocol import Memory, Remember, Search
 
@@ -212,6 +212,8 @@ def run_conversation(
         root.mkdir(parents=True, exist_ok=True)
         with Daemon(root, config=config, name="d") as daemon, daemon.client(timeout=120) as c:
             by_id = ingest(c, sample, run)
+            if c.status().index is not None and mode != "lexical":
+                wait_indexed(c, timeout=600)  # search the whole vector index
             ask(c, sample, by_id, run, mode)
     return run
 
@@ -219,10 +221,12 @@ def run_conversation(
 # -- the whole run -----------------------------------------------------------------------
 
 
-def daemon_config(embedder: str | None) -> str | None:
-    # Only written when asked: a daemon without the [embedder] section
-    # rejects the whole file as having an unknown section.
-    return None if embedder is None else f'[embedder]\nname = "{embedder}"\n'
+def daemon_config(embedder: str | None, extra: Path | None) -> str | None:
+    """The daemon's config: [embedder] name if given, plus an extra TOML file."""
+    parts = [f'[embedder]\nname = "{embedder}"\n'] if embedder else []
+    if extra is not None:
+        parts.append(extra.read_text())
+    return "\n".join(parts) or None
 
 
 def check_mode_supported(mode: str | None) -> None:
@@ -291,6 +295,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=1, help="conversations run at once")
     ap.add_argument("--score", type=Path, help="score.py (default: beside --data)")
     ap.add_argument("--keep", type=Path, help="keep each daemon's data dir under this folder")
+    ap.add_argument("--config", type=Path, help="extra daemon config (TOML), e.g. [search] tuning")
     return ap.parse_args(argv)
 
 
@@ -300,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("--dream: the daemon has no dream phases yet")
     check_mode_supported(args.mode)
     samples = json.loads(args.data.read_text())
-    config = daemon_config(args.embedder)
+    config = daemon_config(args.embedder, args.config)
     print(f"command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
     t0 = time.perf_counter()
     try:

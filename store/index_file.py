@@ -1,0 +1,234 @@
+"""The on-disk format of a saved vector index, and how a save is committed.
+
+A saved index is three files in one directory (``name`` is ``vectors`` by
+default):
+
+    vectors.json                   the header: the commit point
+    vectors.<seq>.<token>.bin      hnswlib's own save_index() output
+    vectors.<seq>.<token>.ids      the live labels, little-endian int64, sorted
+
+hnswlib can only write a whole index to a path, so the data files are written
+under temporary names, fsynced and renamed, and only then is the small JSON
+header atomically replaced (temp file, fsync, rename, fsync the directory).
+The header names the data files with their sizes and CRC-32s, so:
+
+- a crash before the header is replaced leaves the old header, which still
+  names the old data files (they are deleted only after the commit): the old
+  index loads; the new data files are orphans, removed by the next save;
+- a crash after it leaves the new header and the new data files: the new
+  index loads;
+- a truncated or bit-rotted data file fails its size or checksum, a garbled
+  header fails to decode, and either raises CorruptIndex, so the caller
+  rebuilds from SQLite. The checksum matters beyond tidiness: hnswlib trusts
+  the neighbour lists it reads, and a corrupt one can crash the process at
+  the first search.
+
+Every data file name carries a random token, so saving twice at the same
+sequence never overwrites the files the committed header points to.
+
+CRC-32 (zlib) runs at about 2 GB/s here (blake2b 0.28, sha256 0.57, sha1 0.78
+GB/s on the same 200 MB buffer): the whole file is checked at every load,
+about 0.1 s at 100k vectors of dimension 384 and under a second at 1M. A
+checksum, not a cryptographic hash, is the right tool: the threat is torn
+writes and bad sectors, not an adversary who can already write the data dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+from reverie.errors import CorruptIndex
+from reverie.store.durable import file_checksum, storage_error, write_atomic
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "NAME_PATTERN",
+    "CorruptIndex",
+    "FileRef",
+    "HnswLayout",
+    "IndexHeader",
+    "check_header",
+    "check_layout",
+    "data_names",
+    "header_path",
+    "read_header",
+    "remove_stale",
+    "verified_path",
+    "write_header",
+]
+
+MAGIC = "reverie-hnsw"
+FORMAT_VERSION = 1
+DATA_SUFFIX = ".bin"
+IDS_SUFFIX = ".ids"
+
+# Index names are plain words, so that one index's files never match another's.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+
+Reason = Literal["missing", "corrupt", "mismatch", "unsupported"]
+
+
+class FileRef(msgspec.Struct, frozen=True, kw_only=True):
+    """One data file as the header knows it."""
+
+    name: str
+    size: int
+    crc32: int
+
+
+class IndexHeader(msgspec.Struct, frozen=True, kw_only=True):
+    magic: str
+    format: int
+    model_id: str
+    dim: int
+    space: str
+    count: int  # live vectors
+    elements: int  # hnswlib slots in use, live or deleted
+    seq: int  # the store's change sequence this index reflects
+    m: int
+    ef_construction: int
+    data: FileRef
+    ids: FileRef
+    saved_at: float
+
+
+def header_path(directory: Path, name: str) -> Path:
+    return directory / f"{name}.json"
+
+
+def data_names(name: str, seq: int, token: str) -> tuple[str, str]:
+    base = f"{name}.{seq}.{token}"
+    return base + DATA_SUFFIX, base + IDS_SUFFIX
+
+
+def write_header(directory: Path, name: str, header: IndexHeader) -> None:
+    """Replace the header: the commit point of a save."""
+    path = header_path(directory, name)
+    try:
+        write_atomic(path, msgspec.json.format(msgspec.json.encode(header)) + b"\n")
+    except OSError as e:
+        raise storage_error(e, f"cannot write index header {path}") from e
+
+
+def read_header(directory: Path, name: str) -> IndexHeader:
+    path = header_path(directory, name)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CorruptIndex(f"no saved index at {path}", reason="missing", path=path) from None
+    except OSError as e:
+        raise storage_error(e, f"cannot read index header {path}") from e
+    try:
+        header = msgspec.json.decode(raw, type=IndexHeader)
+    except msgspec.DecodeError as e:
+        raise CorruptIndex(f"index header {path} is garbled: {e}", path=path) from e
+    if header.magic != MAGIC:
+        raise CorruptIndex(f"{path} is not a reverie index header", path=path)
+    if header.format > FORMAT_VERSION:
+        raise CorruptIndex(
+            f"index {path} has format {header.format}; this reverie reads up to {FORMAT_VERSION}",
+            reason="unsupported",
+            path=path,
+        )
+    for ref in (header.data, header.ids):
+        # A header names files in its own directory, never a path elsewhere.
+        if Path(ref.name).name != ref.name or ref.name.startswith("."):
+            raise CorruptIndex(f"index header {path} names {ref.name!r}", path=path)
+    return header
+
+
+def check_header(header: IndexHeader, path: Path, model_id: str, dim: int) -> None:
+    """Refuse an index built for another model or dimension."""
+    if header.model_id != model_id or header.dim != dim:
+        raise CorruptIndex(
+            f"index {path} holds {header.model_id!r} vectors of dimension {header.dim}; "
+            f"expected {model_id!r} of dimension {dim}",
+            reason="mismatch",
+            path=path,
+        )
+    if header.space != "cosine":
+        raise CorruptIndex(f"index {path} uses space {header.space!r}", path=path)
+
+
+# The start of hnswlib's saveIndex() output (hnswalg.h, format unchanged since 0.5):
+# offsetLevel0, max_elements, cur_element_count, size_data_per_element,
+# label_offset, offsetData, maxlevel, enterpoint_node, maxM, maxM0, M, mult,
+# ef_construction.
+_HNSW_HEAD = struct.Struct("<QQQQQQiIQQQdQ")
+
+
+class HnswLayout(msgspec.Struct, frozen=True):
+    elements: int
+    vector_bytes: int
+    m: int
+
+
+def check_layout(path: Path, header: IndexHeader) -> None:
+    """Check that hnswlib's own header agrees with ours before hnswlib trusts it.
+
+    hnswlib takes the dimension from the caller, not the file, and would read
+    a file of another dimension as garbage; our header could in principle lie
+    while the data checksum still matches.
+    """
+    try:
+        with path.open("rb") as f:
+            raw = f.read(_HNSW_HEAD.size)
+    except OSError as e:
+        raise storage_error(e, f"cannot read index data file {path}") from e
+    if len(raw) < _HNSW_HEAD.size:
+        raise CorruptIndex(f"index data file {path} is too short", path=path)
+    fields = _HNSW_HEAD.unpack(raw)
+    layout = HnswLayout(elements=fields[2], vector_bytes=fields[4] - fields[5], m=fields[10])
+    expected = HnswLayout(elements=header.elements, vector_bytes=4 * header.dim, m=header.m)
+    if layout != expected:
+        raise CorruptIndex(
+            f"index data file {path} is {layout}, the header says {expected}", path=path
+        )
+
+
+def verified_path(directory: Path, ref: FileRef) -> Path:
+    """The path of a data file whose size and checksum match the header's."""
+    path = directory / ref.name
+    try:
+        size, crc = file_checksum(path)
+    except FileNotFoundError:
+        raise CorruptIndex(f"index data file {path} is missing", path=path) from None
+    except OSError as e:
+        raise storage_error(e, f"cannot read index data file {path}") from e
+    if size != ref.size:
+        raise CorruptIndex(
+            f"index data file {path} has {size} bytes, the header says {ref.size} (truncated?)",
+            reason="corrupt",
+            path=path,
+        )
+    if crc != ref.crc32:
+        raise CorruptIndex(f"index data file {path} fails its checksum", path=path)
+    return path
+
+
+def remove_stale(directory: Path, name: str, keep: set[str]) -> None:
+    """Delete this index's data and temporary files that `keep` does not name.
+
+    Runs only after a header commit (or after a save failed before its
+    commit), so what it removes is either superseded or was never committed.
+    """
+    n = re.escape(name)
+    ours = re.compile(
+        rf"{n}\.\d+\.[0-9a-f]+\.(bin|ids)"  # data files
+        rf"|\.{n}\.(\d+\.[0-9a-f]+\.(bin|ids)|json)\.[0-9a-f]+\.tmp"  # their temporaries
+    )
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return  # best effort: the next save tries again
+    for entry in names:
+        if entry not in keep and ours.fullmatch(entry):
+            with contextlib.suppress(OSError):
+                os.unlink(directory / entry)
