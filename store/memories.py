@@ -206,26 +206,9 @@ def _opt_str(value: object) -> str | None:
 
 
 def _to_record(m: Memory, superseded_uid: str | None) -> MemoryRecord:
-    return MemoryRecord(
-        uid=m.uid,
-        workspace=m.workspace,
-        kind=m.kind,
-        content=m.content,
-        tags=m.tags,
-        importance=m.importance,
-        tier=m.tier,
-        state=m.state,
-        superseded_by=superseded_uid,
-        provenance=m.provenance,
-        created_at=m.created_at,
-        observed_at=m.observed_at,
-        updated_at=m.updated_at,
-        last_recalled_at=m.last_recalled_at,
-        recall_count=m.recall_count,
-        distinct_queries=m.distinct_queries,
-        content_hash=m.content_hash,
-        metadata=m.metadata,
-    )
+    """The portable form: the same fields, with the supersession link as a uid."""
+    shared = {f: getattr(m, f) for f in MemoryRecord.__struct_fields__ if f != "superseded_by"}
+    return MemoryRecord(**shared, superseded_by=superseded_uid)
 
 
 def import_records(conn: apsw.Connection, records: list[MemoryRecord]) -> tuple[int, int]:
