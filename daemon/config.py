@@ -90,9 +90,11 @@ class IndexConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_default
     ef: Annotated[int, Meta(ge=8, le=4096)] = 128
     save_interval_s: Annotated[float, Meta(gt=0)] = 60.0
     batch: Annotated[int, Meta(ge=16, le=65536)] = 1024
-    # After a write, wait this long to gather more before embedding: large
-    # batches cost half as much per vector as a few at a time.
+    # The index yields to foreground writes: it catches up once writes pause
+    # for delay_s, and at the latest max_lag_s after the first pending write.
+    # Large batches also cost half as much per vector as a few at a time.
     delay_s: Annotated[float, Meta(ge=0, le=60)] = 0.25
+    max_lag_s: Annotated[float, Meta(ge=0, le=600)] = 2.0
 
 
 class SearchConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):

@@ -126,4 +126,6 @@ class Dispatcher:
             connections=self.info.connections(),
             socket_activated=self.info.socket_activated,
             index=await self._index_status(),
+            commits=self.db.writer.commits,
+            writes=self.db.writer.jobs,
         )

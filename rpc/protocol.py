@@ -181,6 +181,9 @@ class StatusResult(Struct, kw_only=True):
     connections: int
     socket_activated: bool
     index: IndexStatus | None = None
+    # Group commit: transactions committed and the writes they carried.
+    commits: int = 0
+    writes: int = 0
 
 
 class Memory(Struct, kw_only=True):

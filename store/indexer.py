@@ -225,11 +225,21 @@ class Indexer:
                     await self._maybe_save()
                 with trio.move_on_after(self._idle_wait()):
                     await self._wake.wait()
-                    await trio.sleep(self.cfg.delay_s)  # let a batch gather
+                    await self._quiet_period()
                 self._wake = trio.Event()
         finally:
             with trio.CancelScope(shield=True):
                 await self.close()
+
+    async def _quiet_period(self) -> None:
+        """Wait until writes pause for delay_s, or max_lag_s has passed."""
+        with trio.move_on_after(self.cfg.max_lag_s):
+            while True:
+                self._wake = trio.Event()
+                with trio.move_on_after(self.cfg.delay_s) as quiet:
+                    await self._wake.wait()
+                if quiet.cancelled_caught:
+                    return
 
     def stop(self) -> None:
         """Abandon a rebuild in progress (at shutdown: it restarts next time)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +50,19 @@ _STOP = object()
 class Writer:
     """Owns the write connection; run `fn(conn)` jobs in grouped transactions."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        max_batch: int = 512,
+        commit_delay_s: float = 0.0002,
+    ) -> None:
         self._path = path
         self._synchronous = synchronous
         self._max_batch = max_batch
+        self._commit_delay = commit_delay_s
+        self._last_group = 1
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -137,17 +147,34 @@ class Writer:
             first = self._queue.get()
             if first is _STOP:
                 break
-            batch = [first]
-            while len(batch) < self._max_batch:
+            batch: list[Any] = [first]
+            stopping = self._gather(batch)
+            self._last_group = len(batch)
+            self._commit(conn, batch)
+
+    def _gather(self, batch: list[Any]) -> bool:
+        """Add queued jobs to the group; True if the stop marker was met.
+
+        While concurrent writers are about (the last group had more jobs than
+        are queued now), wait up to the commit delay for the ones still on
+        their way: one fsync then covers them all. A lone writer never waits.
+        """
+        deadline = time.monotonic() + self._commit_delay
+        while len(batch) < self._max_batch:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if len(batch) >= self._last_group or remaining <= 0:
+                    return False
                 try:
-                    nxt = self._queue.get_nowait()
+                    nxt = self._queue.get(timeout=remaining)
                 except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stopping = True
-                    break
-                batch.append(nxt)
-            self._commit(conn, batch)  # type: ignore[arg-type]
+                    return False
+            if nxt is _STOP:
+                return True
+            batch.append(nxt)
+        return False
 
     def _commit(self, conn: apsw.Connection, batch: list[_Job]) -> None:
         results: list[outcome.Outcome[Any]] = []

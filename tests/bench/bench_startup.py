@@ -23,9 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import wait_indexed  # noqa: E402
-
-from reverie.rpc.client import Client  # noqa: E402
+from harness import wait_indexed
+from reverie.rpc.client import Client
 
 
 def rss_mib(pid: int) -> float:
