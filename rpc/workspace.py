@@ -98,7 +98,24 @@ def _resolve(path: str | os.PathLike[str] | None) -> str:
         return os.path.dirname(resolved) if os.path.isfile(resolved) else resolved
     except (OSError, ValueError, TypeError):
         # No current directory (deleted under us) or an unusable path.
-        return os.path.abspath(os.environ.get("PWD") or os.sep)
+        return _deleted_cwd()
+
+
+def _deleted_cwd() -> str:
+    """Where the deleted working directory was.
+
+    Linux still names it in /proc/self/cwd. $PWD is used only if it is gone
+    too: a $PWD that exists is some other directory (a parent process's
+    shell, or a stale value after chdir), not ours.
+    """
+    try:
+        return os.readlink("/proc/self/cwd").removesuffix(" (deleted)")
+    except OSError:
+        pass
+    pwd = os.environ.get("PWD")
+    if pwd and not os.path.exists(pwd):
+        return os.path.abspath(pwd)
+    return os.sep
 
 
 def _outside(where: str) -> Workspace:
