@@ -317,9 +317,10 @@ class Indexer:
         self._embedder = embedder
         self._switch = None
         self.failures = 0
+        self._set("ready", model=embedder.model_id)  # serve now; saving can take a while
         await trio.to_thread.run_sync(self._save, gen)
-        self._set("ready", model=embedder.model_id)
-        await self.db.writer.run(lambda c: vectors.drop_other_models(c, embedder.model_id))
+        while await self.db.writer.run(lambda c: vectors.drop_other_models(c, embedder.model_id)):
+            pass  # in small deletes, so users' writes interleave
 
     def _build(self, embedder: Embedder) -> _Generation:
         conn = self._conn
