@@ -77,3 +77,18 @@ def test_daemon_refuses_bad_config_with_the_key_named(short_tmp: Path) -> None:
     d.start(wait=False)
     assert d.proc is not None and d.proc.wait(30) == 2
     assert "max_conections" in d.log()
+
+
+def test_the_readme_documents_every_key_with_its_default() -> None:
+    """The README's configuration block parses and equals the embedded defaults."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Configuration.*?```toml\n(.*?)```", readme, re.S)
+    assert block, "README.md must show the configuration as a toml block"
+    documented = config.parse(block.group(1), "README.md")
+    assert documented == config.Config()
+    for section in config.Config.__struct_fields__:
+        fields = getattr(config.Config(), section).__struct_fields__
+        missing = [f for f in fields if not re.search(rf"^{f} = ", block.group(1), re.M)]
+        assert not missing, f"[{section}] keys missing from README.md: {missing}"
