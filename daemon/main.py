@@ -8,6 +8,7 @@ requests within the grace period, close the database, release the lock.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -97,6 +98,9 @@ class _Daemon:
                 nursery.start_soon(self._signals, server)
                 await nursery.start(server.serve, sock)
                 self._announce_ready(activated)
+                # What start-up allocated lives as long as the daemon: keep the
+                # cyclic GC from walking it on every full collection.
+                gc.freeze()
                 if self.indexer is not None:
                     await nursery.start(self.indexer.run)
                 if interval := watchdog_interval():

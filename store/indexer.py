@@ -22,6 +22,7 @@ memory at once and vector search a few milliseconds later (the lag is
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -217,6 +218,7 @@ class Indexer:
             if loaded is not None:
                 self._serving = loaded
                 self._set("ready", model=loaded.embedder.model_id)
+                gc.freeze()  # the loaded index's objects are long-lived
             while True:
                 if self._serving is None or self._switch is not None:
                     await self._rebuild(self._switch or self._embedder)
