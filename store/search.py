@@ -14,7 +14,7 @@ the figures are in the README's performance section):
 2. Dates: a query naming a day ("on 3 June, 2023", "May 23, 2023"), a month
    of a year ("in July 2023") or a year boosts memories observed in that
    period or within a week after it (people tell of an event after it
-   happens; a day of slack before covers time zones).
+   happens; a day of slack before covers time zones). See store/dates.py.
 3. Neighbours: a memory gets part of the score of the memories stored next to
    it (same workspace, adjacent in insertion order, observed within an hour):
    in a conversation the turn that answers is often not the one that shares
@@ -31,7 +31,7 @@ their document counts (fts5vocab, cached when large). The rarest, up to
 RARE_POSTINGS (memory, word) pairs, are ranked by SQLite; the common rest
 only re-rank them: first an estimate from which candidates have them
 (with_coverage), then the exact full BM25 of the best RESCORE, computed in
-Python from their text (BM25). A query of common words only looks among
+Python from their text (BM25, store/bm25.py). A query of common words only looks among
 recent memories (recent_matches). On a store of a few thousand memories
 every query is within the budget and this is SQLite's own exact ranking
 (LoCoMo runs are byte-identical); on 100k and 1M synthetic memories
@@ -42,20 +42,28 @@ often as exact BM25 does.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import json
-import math
 import re
-import threading
 import time
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import cast
+from collections.abc import Callable, Iterable, Sequence
 
 import apsw
 from reverie.rpc.protocol import Hit
+from reverie.store.bm25 import BM25, MIN_IDF, Term, idf
+
+# Names that moved to bm25.py and dates.py stay importable from here: tests, benchmarks
+# and hybrid.py (index_totals) use them through this module.
+from reverie.store.bm25 import BM25_B as BM25_B
+from reverie.store.bm25 import BM25_K1 as BM25_K1
+from reverie.store.bm25 import TOKENIZER as TOKENIZER
+from reverie.store.bm25 import TOKENIZER_ARGS as TOKENIZER_ARGS
+from reverie.store.bm25 import index_totals as index_totals
+from reverie.store.bm25 import reader as _reader
+from reverie.store.dates import DATE_BOOST as DATE_BOOST
+from reverie.store.dates import DATE_SLACK_AFTER as DATE_SLACK_AFTER
+from reverie.store.dates import DATE_SLACK_BEFORE as DATE_SLACK_BEFORE
+from reverie.store.dates import boost_period, named_period
 from reverie.store.memories import COLUMNS, row_to_memory
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -79,9 +87,6 @@ STOPWORDS = frozenset(
 
 # Ranking knobs (see the module docstring for what each step is for).
 CANDIDATES = 200  # BM25 hits considered before re-ranking
-DATE_BOOST = 1.0  # a memory in the period the query names scores (1 + DATE_BOOST) times more
-DATE_SLACK_BEFORE = dt.timedelta(days=1)
-DATE_SLACK_AFTER = dt.timedelta(days=7)
 NEIGHBOUR_WEIGHT = 0.5  # share of a hit's score given to its neighbour at distance 1
 NEIGHBOUR_WINDOW = 2  # memories on each side; the share falls as 1/distance
 NEIGHBOUR_SOURCES = 50  # only the strongest hits spread score
@@ -117,125 +122,17 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{w}"' for w in terms)
 
 
-# -- dates named in the query ---------------------------------------------------------------
-
-_MONTHS = {
-    name: i
-    for i, name in enumerate(
-        (
-            "january february march april may june july august september october november december"
-        ).split(),
-        1,
-    )
-}
-_MONTH = "(" + "|".join(_MONTHS) + ")"
-_DAY_MONTH_YEAR = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?(?: of)? {_MONTH},? (\d{{4}})\b", re.I)
-_MONTH_DAY_YEAR = re.compile(rf"\b{_MONTH} (\d{{1,2}})(?:st|nd|rd|th)?,? (\d{{4}})\b", re.I)
-_MONTH_YEAR = re.compile(rf"\b{_MONTH},? (\d{{4}})\b", re.I)
-_YEAR = re.compile(r"\b(19\d\d|20\d\d)\b")
-
-
-def _day(year: int, month: int, day: int) -> tuple[dt.datetime, dt.datetime] | None:
-    try:
-        start = dt.datetime(year, month, day, tzinfo=dt.UTC)
-    except ValueError:
-        return None  # "31 February": not a date, so no time filter
-    return start, start + dt.timedelta(days=1)
-
-
-def named_period(text: str) -> tuple[dt.datetime, dt.datetime] | None:
-    """The period [start, end) of the first absolute date the text names, if any.
-
-    Days, months of a year and years are understood; relative phrases ("last
-    week") are not, since a search has no reference time to resolve them.
-    """
-    if m := _DAY_MONTH_YEAR.search(text):
-        return _day(int(m[3]), _MONTHS[m[2].lower()], int(m[1]))
-    if m := _MONTH_DAY_YEAR.search(text):
-        return _day(int(m[3]), _MONTHS[m[1].lower()], int(m[2]))
-    if m := _MONTH_YEAR.search(text):
-        year, month = int(m[2]), _MONTHS[m[1].lower()]
-        start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
-        return start, dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
-    if m := _YEAR.search(text):
-        year = int(m[1])
-        return dt.datetime(year, 1, 1, tzinfo=dt.UTC), dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC)
-    return None
-
-
 # -- term statistics ----------------------------------------------------------------------
 
-# The tokenizer of memories_fts (schema v1): query words and, when a few
-# memories are re-scored, their text are cut and stemmed with it, so that
-# both agree with the index.
-TOKENIZER = "porter"
-TOKENIZER_ARGS = ("unicode61", "remove_diacritics", "2")
+# What each query word costs to match and weighs, which decides how the query is run.
 DF_CACHE_MIN = 2000  # document counts at least this large are cached ...
 DF_CACHE_TTL_S = 300.0  # ... this long: they are costly to count and change slowly
 DF_CACHE_MAX = 50_000
 PHRASE_COUNT_MAX = 50_000  # postings walked at most to count a phrase's memories
 
-
-@dataclass(frozen=True, slots=True)
-class Term:
-    """A query word, its index tokens, and what it costs and weighs.
-
-    `df` is how many searchable memories contain the word (for BM25's IDF)
-    and `cost` how many postings FTS5 walks to match it: the same for a
-    word of one token. A word the tokenizer cuts into several tokens
-    ("parse_config") is searched as a phrase: its walk is driven by its
-    rarest token, and its own count is taken exactly when that walk is
-    affordable (see phrase_frequency).
-    """
-
-    word: str
-    tokens: tuple[str, ...]
-    df: int
-    cost: int
-
-    @property
-    def phrase(self) -> str:
-        return f'"{self.word}"'
-
-
-class _Reader:
-    """What search keeps per connection: the tokenizer and a vocabulary table
-    (a TEMP table, so it works on read-only connections too)."""
-
-    def __init__(self, conn: apsw.Connection) -> None:
-        conn.execute(
-            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.reverie_fts_terms "
-            "USING fts5vocab(main, memories_fts, row)"
-        )
-        self.tokenizer = conn.fts5_tokenizer(TOKENIZER, list(TOKENIZER_ARGS))
-
-    def tokens(self, text: str, reason: int = apsw.FTS5_TOKENIZE_DOCUMENT) -> list[str]:
-        return [str(t[0]) for t in self.tokenize(text, reason)]
-
-    def tokenize(
-        self, text: str, reason: int = apsw.FTS5_TOKENIZE_DOCUMENT
-    ) -> list[tuple[str, ...]]:
-        """Tokens as 1-tuples (the tokenizer's own form without offsets: a token with
-        colocated synonyms would be a longer tuple; porter has none)."""
-        return cast(
-            list[tuple[str, ...]],
-            self.tokenizer(text.encode(), reason, None, include_offsets=False),
-        )
-
-
-_readers: weakref.WeakKeyDictionary[apsw.Connection, _Reader] = weakref.WeakKeyDictionary()
-_readers_lock = threading.Lock()
 # (database file, term) -> (memories containing the term, monotonic expiry time).
 # Shared by every connection to the file: a common term is counted once per TTL.
 _df_cache: dict[tuple[str, str], tuple[int, float]] = {}
-
-
-def _reader(conn: apsw.Connection) -> _Reader:
-    with _readers_lock:
-        state = _readers.get(conn)
-        if state is None:
-            state = _readers[conn] = _Reader(conn)
-        return state
 
 
 def document_frequencies(conn: apsw.Connection, tokens: Iterable[str]) -> dict[str, int]:
@@ -329,100 +226,7 @@ def split_terms(terms: list[Term], budget: int) -> tuple[list[Term], list[Term]]
     return rare, ordered[len(rare) :]
 
 
-# -- BM25 --------------------------------------------------------------------------------
-
-# SQLite's bm25() parameters, which BM25.score reproduces.
-BM25_K1 = 1.2
-BM25_B = 0.75
-MIN_IDF = 1e-6  # bm25() floors the IDF of a term in half the rows or more to this
-
-
-def _varints(data: bytes) -> Iterator[int]:
-    """SQLite varints (big-endian, 7 bits a byte, the 9th byte whole), in order."""
-    pos = 0
-    while pos < len(data):
-        value = 0
-        for i in range(9):
-            byte = data[pos + i]
-            if i == 8:
-                value = (value << 8) | byte
-                break
-            value = (value << 7) | (byte & 0x7F)
-            if byte < 0x80:
-                break
-        pos += i + 1
-        yield value
-
-
-def index_totals(conn: apsw.Connection) -> tuple[int, int]:
-    """(memories in the full-text index, tokens in all of them): what bm25() uses.
-
-    FTS5 keeps both in its "averages" record, row 1 of the %_data table (the
-    row count, then the token count of each column): one read, where
-    count(*) would walk the whole content table.
-    """
-    block = conn.execute("SELECT block FROM memories_fts_data WHERE id = 1").get
-    if not isinstance(block, bytes) or not block:
-        return 0, 0
-    rows, *columns = _varints(block)
-    return rows, sum(columns)
-
-
-def idf(df: int, rows: int) -> float:
-    """BM25's inverse document frequency, as SQLite's bm25() computes it."""
-    return max(math.log((rows - df + 0.5) / (df + 0.5)), MIN_IDF)
-
-
-class BM25:
-    """SQLite's bm25() for a few memories, computed in Python from their text.
-
-    bm25() counts each query phrase's memories on every query, by reading
-    its whole doclist: for a word in half a million memories that alone
-    takes tens of milliseconds. Here the counts come from the (cached)
-    vocabulary and only the memories asked for are scored, from their
-    content and tags (the indexed columns, both of weight 1), cut by the
-    index's own tokenizer.
-    """
-
-    def __init__(self, conn: apsw.Connection, terms: list[Term]) -> None:
-        self._reader = _reader(conn)
-        rows, tokens = index_totals(conn)
-        # The tokenizer yields 1-tuples: single-token terms are keyed the same way.
-        self._words: dict[tuple[str, ...], float] = {}
-        self._phrases: list[tuple[tuple[str, ...], float]] = []
-        for t in terms:
-            if len(t.tokens) == 1:
-                self._words[t.tokens] = self._words.get(t.tokens, 0.0) + idf(t.df, rows)
-            elif t.tokens:
-                self._phrases.append((t.tokens, idf(t.df, rows)))
-        self._per_token = BM25_K1 * BM25_B * rows / max(1, tokens)
-
-    def score(self, content: str, tags: str) -> float:
-        columns = [self._reader.tokenize(content)]
-        if tags != "[]":
-            columns.append(self._reader.tokenize(tags))
-        norm = BM25_K1 * (1 - BM25_B) + self._per_token * sum(map(len, columns))
-        tf: dict[tuple[str, ...], int] = {}
-        words = self._words
-        for column in columns:
-            for token in column:
-                if token in words:
-                    tf[token] = tf.get(token, 0) + 1
-        found = [(n, words[token]) for token, n in tf.items()]
-        for phrase, weight in self._phrases:
-            n = sum(_occurrences(phrase, column) for column in columns)
-            if n:
-                found.append((n, weight))
-        return sum(w * n * (BM25_K1 + 1) / (n + norm) for n, w in found)
-
-
-def _occurrences(phrase: tuple[str, ...], column: list[tuple[str, ...]]) -> int:
-    """How often the tokens of `phrase` follow each other in `column` (1-tuples)."""
-    words = [(token,) for token in phrase]
-    n = len(words)
-    return sum(1 for i in range(len(column) - n + 1) if column[i : i + n] == words)
-
-
+# -- BM25
 # -- candidates -----------------------------------------------------------------------------
 
 
@@ -664,18 +468,6 @@ def lexical_candidates(
         rescore_count=count,
         filters=filters,
     )
-
-
-def boost_period(
-    scores: dict[int, tuple[float, float]], period: tuple[dt.datetime, dt.datetime]
-) -> dict[int, float]:
-    """Scores with memories observed in (or shortly after) the period multiplied up."""
-    lo = (period[0] - DATE_SLACK_BEFORE).timestamp()
-    hi = (period[1] + DATE_SLACK_AFTER).timestamp()
-    return {
-        mid: score * (1 + DATE_BOOST) if lo <= observed < hi else score
-        for mid, (score, observed) in scores.items()
-    }
 
 
 # The unary `+` keeps SQLite off the (state, tier, workspace) index: walking
