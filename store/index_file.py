@@ -38,13 +38,27 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
+import shutil
 import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
-from reverie.errors import CorruptIndex
-from reverie.store.durable import file_checksum, storage_error, write_atomic
+import numpy as np
+import numpy.typing as npt
+from reverie.errors import CorruptIndex, StorageError, StorageFull
+from reverie.store.durable import (
+    checksum_and_sync,
+    create_private,
+    file_checksum,
+    publish,
+    storage_error,
+    temp_path,
+    write_atomic,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -52,14 +66,21 @@ __all__ = [
     "NAME_PATTERN",
     "CorruptIndex",
     "FileRef",
+    "GraphFacts",
     "HnswLayout",
     "IndexHeader",
+    "Saved",
+    "Snapshot",
     "check_header",
     "check_layout",
+    "check_name",
     "data_names",
     "header_path",
+    "prepare_data_file",
     "read_header",
+    "read_saved",
     "remove_stale",
+    "save_index",
     "verified_path",
     "write_header",
 ]
@@ -232,3 +253,149 @@ def remove_stale(directory: Path, name: str, keep: set[str]) -> None:
         if entry not in keep and ours.fullmatch(entry):
             with contextlib.suppress(OSError):
                 os.unlink(directory / entry)
+
+
+# -- saving and loading a whole index --------------------------------------
+
+Ids = npt.NDArray[np.int64]
+
+
+class GraphFacts(NamedTuple):
+    """What the header records about the graph itself."""
+
+    model_id: str
+    dim: int
+    m: int
+    ef_construction: int
+
+
+class Snapshot(NamedTuple):
+    """What a save captured while it held the index's locks."""
+
+    ids: Ids  # the live labels, in any order
+    elements: int  # hnswlib slots in use
+    size: int  # the size hnswlib's file must have
+
+
+# dump(directory, data_tmp) writes hnswlib's file to data_tmp under the
+# index's locks, calling prepare_data_file first.
+Dump = Callable[[Path, Path], Snapshot]
+
+
+class Saved(NamedTuple):
+    """A committed save, checked and ready to hand to hnswlib."""
+
+    header: IndexHeader
+    path: Path  # the header's
+    data: Path  # hnswlib's file, size and checksum verified
+    ids: Ids
+
+
+def check_name(name: str) -> None:
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"index name must be letters, digits, '-' or '_', not {name!r}")
+
+
+def save_index(directory: Path, name: str, seq: int, facts: GraphFacts, dump: Dump) -> IndexHeader:
+    """Write the data files, then commit them with the header (see the module docstring).
+
+    The caller serialises saves of one index: header commits must never interleave.
+    """
+    check_name(name)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise storage_error(e, f"cannot create index directory {directory}") from e
+    data_name, ids_name = data_names(name, seq, secrets.token_hex(4))
+    data_tmp, ids_tmp = temp_path(directory / data_name), temp_path(directory / ids_name)
+    try:
+        snap = dump(directory, data_tmp)
+        data = _sync_data(directory, data_tmp, data_name, snap.size)
+        ids_ref = _write_ids(ids_tmp, ids_name, snap.ids)
+        header = _header(facts, seq, snap, data, ids_ref)
+        publish(data_tmp, directory / data_name)
+        publish(ids_tmp, directory / ids_name)
+        write_header(directory, name, header)
+    except BaseException as e:
+        remove_stale(directory, name, _committed(directory, name))
+        if isinstance(e, OSError):
+            raise storage_error(e, f"cannot save the vector index in {directory}") from e
+        raise
+    remove_stale(directory, name, {data_name, ids_name})
+    return header
+
+
+def prepare_data_file(directory: Path, path: Path, needed: int) -> None:
+    """Refuse a save that cannot fit, then create hnswlib's (empty) target file."""
+    _check_space(directory, needed)
+    create_private(path)  # a real errno if the directory is not writable
+
+
+def read_saved(directory: Path, name: str, model_id: str, dim: int) -> Saved:
+    """The last committed save, verified; raise CorruptIndex if it cannot be used as is."""
+    check_name(name)
+    hpath = header_path(directory, name)
+    header = read_header(directory, name)
+    check_header(header, hpath, model_id, dim)
+    data_path = verified_path(directory, header.data)
+    ids_path = verified_path(directory, header.ids)
+    check_layout(data_path, header)
+    ids = np.fromfile(ids_path, dtype="<i8")
+    if len(ids) != header.count:
+        raise CorruptIndex(f"index {hpath}: ids file disagrees", path=hpath)
+    return Saved(header=header, path=hpath, data=data_path, ids=ids)
+
+
+def _header(
+    facts: GraphFacts, seq: int, snap: Snapshot, data: FileRef, ids: FileRef
+) -> IndexHeader:
+    return IndexHeader(
+        magic=MAGIC,
+        format=FORMAT_VERSION,
+        model_id=facts.model_id,
+        dim=facts.dim,
+        space="cosine",
+        count=len(snap.ids),
+        elements=snap.elements,
+        seq=seq,
+        m=facts.m,
+        ef_construction=facts.ef_construction,
+        data=data,
+        ids=ids,
+        saved_at=time.time(),
+    )
+
+
+def _sync_data(directory: Path, path: Path, name: str, expected: int) -> FileRef:
+    size, crc = checksum_and_sync(path)
+    if size != expected:
+        # hnswlib's writer does not report errors: a short file is a failed write.
+        _check_space(directory, expected)
+        raise StorageError(f"index data file {path} was written short ({size} of {expected})")
+    return FileRef(name=name, size=size, crc32=crc)
+
+
+def _write_ids(path: Path, name: str, ids: Ids) -> FileRef:
+    ids.sort()
+    create_private(path)
+    with path.open("r+b") as f:
+        f.write(ids.astype("<i8").tobytes())
+    size, crc = checksum_and_sync(path)
+    return FileRef(name=name, size=size, crc32=crc)
+
+
+def _check_space(directory: Path, needed: int) -> None:
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise StorageFull(
+            f"saving the vector index needs {needed} bytes in {directory}, {free} are free"
+        )
+
+
+def _committed(directory: Path, name: str) -> set[str]:
+    """The data files the current header names (to keep when cleaning up a failed save)."""
+    try:
+        header = read_header(directory, name)
+    except (CorruptIndex, StorageError):
+        return set()
+    return {header.data.name, header.ids.name}

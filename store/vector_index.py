@@ -78,97 +78,42 @@ At 1M, recall@10 is 0.972 at ef=64, 0.992 at 128, 0.996 at 192 and 0.998
 at 256 (p50 0.35, 0.41, 0.50, 0.58 ms): every setting is far below the
 budgets (search p99 10 ms at 100k and 25 ms at 1M, embedding included;
 start-up 3 s at 100k). ef=128 is the default because the cost of filtered
-searches (below) grows with ef.
+searches (index_search.py) grows with ef.
 
-Filters: one index with a filter, or one index per workspace
-------------------------------------------------------------
-hnswlib 0.8 filters *during* the search: it walks disallowed nodes too and
-goes on until it holds ``ef`` allowed ones, calling the Python filter (about
-1 us a call) for every node it considers, so the cost grows as ef/share.
-Measured with ``--filters`` (100k vectors, k=10, ef=128; p50/p99 ms and
-recall@10 against an exact search of the allowed subset; random subsets):
-
-    allowed  hnswlib filter      query(allowed,      one index per      exact scan of
-                                 share=s)*           workspace          the subset**
-    100%     0.54/0.67                               0.54/0.67
-    50%      1.39/1.62  1.000    0.55/0.68  1.000    0.47/0.59  1.000   1.7
-    10%      5.60/6.55  .9997    1.72/1.97  .9961    0.33/0.42  .9977   0.35-8
-    1%       29.1/33.1  1.000    (hnswlib filter)    0.10/0.15  .9997   0.03
-
-    * an unfiltered search for 4k/share neighbours, filtered afterwards,
-      while that is at most 400 (share >= 10% at k=10); hnswlib's filter
-      beyond. Without the hint, a first search of max(ef, 4k) estimates the
-      share (10%: 2.20/6.91 ms, .9995).
-    ** the subset's vectors already in a numpy array (timings vary with
-       BLAS threads). Read from SQLite, 1,000 vectors cost 1.8 ms and
-       10,000 cost 56 ms.
-
-A filter is cheap when it keeps most of the index and ruinous when it keeps
-little (a 1% workspace misses the 10 ms budget at 100k), while a small index
-of its own is fast at any share, with recall as good. Search scoped to
-the current workspace is the hot path (hook briefings, prompt recall), and
-a workspace is usually a small share of the store. Hence the choice: **one
-index per workspace** (``name``, e.g. a hash of the workspace, keeps their
-files apart in one directory; each saves with the store's change sequence), with ``query(allowed,
-share=...)`` inside it for the other filters (kind, tier, tags, time), which
-usually keep a large share. A search across workspaces queries each index
-and merges by similarity (one model: cosines are comparable). The price is a
-fixed ~2.7 MB of RSS per hnswlib index (measured; 65,536 label mutexes) and
-one set of files per workspace: fine for tens of workspaces. With hundreds,
-tiny workspaces are better scored exactly (1,000 vectors: 0.03 ms from
-memory) than given a graph of their own.
-
-Results
--------
-Similarities are cosine similarities (1 - hnswlib's cosine distance), highest
-first. ``k`` larger than the live count is fine: fewer results come back. The
-search uses ``max(ef, k)`` candidates (hnswlib's own rule), so ``ef`` only
-needs to be set once, after creation and after every load.
+Searching, filters and results
+------------------------------
+The searches themselves, the measurements behind ``query(allowed, share=...)``
+and behind one index per workspace (``name``), and what results look like,
+are in index_search.py. Saving and loading (the file format and its commit
+protocol) are in index_file.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
-import secrets
-import shutil
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import hnswlib
 import numpy as np
 import numpy.typing as npt
 from reverie.errors import StorageError, StorageFull
-from reverie.store.durable import (
-    checksum_and_sync,
-    create_private,
-    publish,
-    storage_error,
-    temp_path,
-)
 from reverie.store.index_file import (
-    FORMAT_VERSION,
-    MAGIC,
-    NAME_PATTERN,
     CorruptIndex,
-    FileRef,
+    GraphFacts,
     IndexHeader,
-    check_header,
-    check_layout,
-    data_names,
-    header_path,
-    read_header,
-    remove_stale,
-    verified_path,
-    write_header,
+    Snapshot,
+    prepare_data_file,
+    read_saved,
+    save_index,
 )
+from reverie.store.index_search import EMPTY, Allowed, Neighbours, filtered, nearest, neighbours
 from reverie.store.rwlock import RWLock
 
 __all__ = [
+    "DEFAULT_NAME",
     "CorruptIndex",
     "HnswParams",
     "IndexHeader",
@@ -179,14 +124,9 @@ __all__ = [
 
 Ids = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float32]
-Allowed = Callable[[int], bool]
 Progress = Callable[[int, int], None]
 
 DEFAULT_NAME = "vectors"
-# Post-filtering asks for OVERSAMPLE * k / share neighbours, and is used only
-# while that is at most POST_FILTER_MAX (see "Filters" in the module docstring).
-OVERSAMPLE = 4
-POST_FILTER_MAX = 400
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,49 +151,6 @@ class HnswParams:
             raise ValueError(f"invalid HNSW parameters {self}")
         if self.threads < 1 or self.capacity < 1:
             raise ValueError(f"invalid HNSW parameters {self}")
-
-
-class Neighbours(NamedTuple):
-    """The labels found and their cosine similarities, most similar first."""
-
-    ids: Ids
-    similarities: Floats
-
-
-_EMPTY = Neighbours(np.empty(0, np.int64), np.empty(0, np.float32))
-
-
-class _Filter:
-    """Wraps a caller's filter for hnswlib: never raises into C++, remembers what passed.
-
-    An exception thrown through hnswlib's search would skip its cleanup, so
-    the first one is kept and re-raised after the search. The labels that
-    passed are kept because hnswlib refuses to return fewer than k results;
-    when it refuses, those labels are exactly what it had found.
-    """
-
-    __slots__ = ("allowed", "error", "passed")
-
-    def __init__(self, allowed: Allowed | None) -> None:
-        self.allowed = allowed
-        self.error: BaseException | None = None
-        self.passed: list[int] = []
-
-    def __call__(self, label: int) -> bool:
-        if self.allowed is not None:
-            try:
-                if not self.allowed(label):
-                    return False
-            except BaseException as e:  # re-raised by check()
-                if self.error is None:
-                    self.error = e
-                return False
-        self.passed.append(label)
-        return True
-
-    def check(self) -> None:
-        if self.error is not None:
-            raise self.error
 
 
 class VectorIndex:
@@ -446,7 +343,7 @@ class VectorIndex:
 
         `share`, if known, is the fraction of live ids that `allowed` accepts
         (e.g. a workspace's count over the total, from SQLite): it lets the
-        search pick its strategy without a probe. See "Filters" above.
+        search pick its strategy without a probe. See "Filters" in index_search.py.
         """
         q = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
         if q.shape != (self._dim,):
@@ -469,13 +366,13 @@ class VectorIndex:
         with self._lock.read():
             kk = min(k, len(self._live))
             if kk <= 0 or len(qs) == 0:
-                return [_EMPTY] * len(qs)
+                return [EMPTY] * len(qs)
             if allowed is None:
                 try:
                     labels, dists = self._index.knn_query(
                         qs, k=kk, num_threads=self._params.threads
                     )
-                    return [_neighbours(labels[i], dists[i]) for i in range(len(qs))]
+                    return [neighbours(labels[i], dists[i]) for i in range(len(qs))]
                 except RuntimeError:
                     pass  # some row has fewer than kk results: one row at a time
             return [self._query_one(row.reshape(1, -1), k, allowed, share) for row in qs]
@@ -485,76 +382,10 @@ class VectorIndex:
     ) -> Neighbours:
         kk = min(k, len(self._live))
         if kk <= 0:
-            return _EMPTY
+            return EMPTY
         if allowed is None:
-            return self._nearest(q, kk)
-        found = self._post_filtered(q, kk, allowed, share)
-        return found if found is not None else self._graph_filtered(q, kk, allowed)
-
-    def _nearest(self, q: Floats, k: int) -> Neighbours:
-        """Unfiltered k nearest (k <= live count)."""
-        try:
-            labels, dists = self._index.knn_query(q, k=k, num_threads=1)
-        except RuntimeError:
-            # hnswlib found fewer than k (part of the graph cut off by deletions;
-            # rare) and refuses to return them. Search again, recording.
-            guard = _Filter(None)
-            try:
-                labels, dists = self._index.knn_query(q, k=k, num_threads=1, filter=guard)
-            except RuntimeError:
-                return self._rank(q[0], guard.passed, k)
-        return _neighbours(labels[0], dists[0])
-
-    def _post_filtered(
-        self, q: Floats, k: int, allowed: Allowed, share: float | None
-    ) -> Neighbours | None:
-        """Search unfiltered for enough extra neighbours that k of them pass, if that is cheap.
-
-        Without a hint, a first search of max(ef, OVERSAMPLE * k) both serves
-        broad filters and estimates the share; a second, larger one follows if
-        it is still cheap. None means "too selective: filter inside the graph".
-        """
-        live = len(self._live)
-        want = max(self.ef, OVERSAMPLE * k) if not share else math.ceil(OVERSAMPLE * k / share)
-        for _ in range(2):
-            n = min(live, want)
-            if n > POST_FILTER_MAX:
-                return None
-            found = self._nearest(q, n)
-            keep = [i for i, label in enumerate(found.ids.tolist()) if allowed(label)]
-            # Accept when the k-th match lies in the first half of what came back:
-            # the tail of a long HNSW result list is its least accurate part.
-            if n == live or (len(keep) >= k and keep[k - 1] < n // 2):
-                sel = keep[:k]
-                return Neighbours(found.ids[sel], found.similarities[sel])
-            if share:
-                return None  # the hint was optimistic
-            want = math.ceil(OVERSAMPLE * k * n / max(len(keep), 1))
-        return None
-
-    def _graph_filtered(self, q: Floats, k: int, allowed: Allowed) -> Neighbours:
-        """hnswlib's own filtered search: one Python call per node it visits."""
-        guard = _Filter(allowed)
-        try:
-            labels, dists = self._index.knn_query(q, k=k, num_threads=1, filter=guard)
-        except RuntimeError:
-            # Fewer than k pass; hnswlib refuses to return them, and `guard.passed`
-            # holds exactly what it found.
-            guard.check()
-            return self._rank(q[0], guard.passed, k)
-        guard.check()
-        return _neighbours(labels[0], dists[0])
-
-    def _rank(self, q: Floats, found: list[int], k: int) -> Neighbours:
-        """Exact similarities of a few labels (hnswlib stores unit vectors)."""
-        labels = np.unique(np.asarray(found, dtype=np.int64))
-        if len(labels) == 0:
-            return _EMPTY
-        stored = np.asarray(self._index.get_items(labels, return_type="numpy"), np.float32)
-        norm = float(np.linalg.norm(q))
-        sims = (stored @ q) / norm if norm else np.zeros(len(labels), np.float32)
-        order = np.argsort(-sims, kind="stable")[:k]
-        return Neighbours(labels[order], np.clip(sims[order], -1.0, 1.0).astype(np.float32))
+            return nearest(self._index, q, kk)
+        return filtered(self._index, q, kk, allowed, share=share, live=len(self._live))
 
     # -- saving and loading ---------------------------------------------------
 
@@ -565,58 +396,18 @@ class VectorIndex:
         that leaves the previous save loadable (see index_file.py). Searches go
         on during a save; writers wait only while hnswlib writes its file.
         """
-        _check_name(name)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise storage_error(e, f"cannot create index directory {directory}") from e
-        data_name, ids_name = data_names(name, seq, secrets.token_hex(4))
-        data_tmp, ids_tmp = temp_path(directory / data_name), temp_path(directory / ids_name)
+        facts = GraphFacts(self._model_id, self._dim, self.m, self.ef_construction)
         with self._saving:  # one save at a time: header commits never interleave
-            try:
-                with self._maintenance, self._lock.read():
-                    ids, elements, expected = self._dump(directory, data_tmp)
-                data = _sync_data(directory, data_tmp, data_name, expected)
-                ids_ref = _write_ids(ids_tmp, ids_name, ids)
-                header = self._header(seq, len(ids), elements, data, ids_ref)
-                publish(data_tmp, directory / data_name)
-                publish(ids_tmp, directory / ids_name)
-                write_header(directory, name, header)
-            except BaseException as e:
-                remove_stale(directory, name, _committed(directory, name))
-                if isinstance(e, OSError):
-                    raise storage_error(e, f"cannot save the vector index in {directory}") from e
-                raise
-            remove_stale(directory, name, {data_name, ids_name})
-        return header
+            return save_index(directory, name, seq, facts, self._dump)
 
-    def _dump(self, directory: Path, data_tmp: Path) -> tuple[Ids, int, int]:
-        """hnswlib's file and a snapshot of the live ids (read lock and no writer held)."""
-        expected = int(self._index.index_file_size())
-        ids = np.fromiter(self._live, np.int64, len(self._live))
-        _check_space(directory, expected + 8 * len(ids))
-        create_private(data_tmp)  # a real errno if the directory is not writable
-        self._index.save_index(str(data_tmp))
-        return ids, int(self._index.element_count), expected
-
-    def _header(
-        self, seq: int, count: int, elements: int, data: FileRef, ids: FileRef
-    ) -> IndexHeader:
-        return IndexHeader(
-            magic=MAGIC,
-            format=FORMAT_VERSION,
-            model_id=self._model_id,
-            dim=self._dim,
-            space="cosine",
-            count=count,
-            elements=elements,
-            seq=seq,
-            m=self.m,
-            ef_construction=self.ef_construction,
-            data=data,
-            ids=ids,
-            saved_at=time.time(),
-        )
+    def _dump(self, directory: Path, data_tmp: Path) -> Snapshot:
+        """hnswlib's file and a snapshot of the live ids, with no writer running."""
+        with self._maintenance, self._lock.read():
+            expected = int(self._index.index_file_size())
+            ids = np.fromiter(self._live, np.int64, len(self._live))
+            prepare_data_file(directory, data_tmp, expected + 8 * len(ids))
+            self._index.save_index(str(data_tmp))
+            return Snapshot(ids=ids, elements=int(self._index.element_count), size=expected)
 
     @classmethod
     def load(
@@ -629,27 +420,18 @@ class VectorIndex:
         name: str = DEFAULT_NAME,
     ) -> tuple[VectorIndex, IndexHeader]:
         """Load the last saved index; raise CorruptIndex if it cannot be used as is."""
-        _check_name(name)
-        hpath = header_path(directory, name)
-        header = read_header(directory, name)
-        check_header(header, hpath, expected_model_id, expected_dim)
-        data_path = verified_path(directory, header.data)
-        ids_path = verified_path(directory, header.ids)
-        check_layout(data_path, header)
-        ids = np.fromfile(ids_path, dtype="<i8")
-        if len(ids) != header.count:
-            raise CorruptIndex(f"index {hpath}: ids file disagrees", path=hpath)
+        saved = read_saved(directory, name, expected_model_id, expected_dim)
         index = cls.__new__(cls)
         index._setup(expected_dim, expected_model_id, params)
         try:
-            index._index.load_index(str(data_path), max_elements=0, allow_replace_deleted=True)
+            index._index.load_index(str(saved.data), max_elements=0, allow_replace_deleted=True)
         except RuntimeError as e:
-            raise CorruptIndex(f"hnswlib cannot load {data_path}: {e}", path=data_path) from e
-        if int(index._index.element_count) != header.elements:
-            raise CorruptIndex(f"index {hpath}: element count disagrees", path=hpath)
+            raise CorruptIndex(f"hnswlib cannot load {saved.data}: {e}", path=saved.data) from e
+        if int(index._index.element_count) != saved.header.elements:
+            raise CorruptIndex(f"index {saved.path}: element count disagrees", path=saved.path)
         index._index.set_ef(index._params.ef)  # hnswlib does not save ef
-        index._live = set(ids.tolist())
-        return index, header
+        index._live = set(saved.ids.tolist())
+        return index, saved.header
 
 
 def build_index(
@@ -682,49 +464,3 @@ def build_index(
         if progress is not None:
             progress(done, max(total, done))
     return index
-
-
-def _neighbours(labels: npt.NDArray[Any], dists: npt.NDArray[Any]) -> Neighbours:
-    # Rounding can take a unit vector's similarity to itself a hair past 1.
-    sims = np.clip(1.0 - dists, -1.0, 1.0).astype(np.float32)
-    return Neighbours(labels.astype(np.int64), sims)
-
-
-def _check_name(name: str) -> None:
-    if not NAME_PATTERN.fullmatch(name):
-        raise ValueError(f"index name must be letters, digits, '-' or '_', not {name!r}")
-
-
-def _sync_data(directory: Path, path: Path, name: str, expected: int) -> FileRef:
-    size, crc = checksum_and_sync(path)
-    if size != expected:
-        # hnswlib's writer does not report errors: a short file is a failed write.
-        _check_space(directory, expected)
-        raise StorageError(f"index data file {path} was written short ({size} of {expected})")
-    return FileRef(name=name, size=size, crc32=crc)
-
-
-def _write_ids(path: Path, name: str, ids: Ids) -> FileRef:
-    ids.sort()
-    create_private(path)
-    with path.open("r+b") as f:
-        f.write(ids.astype("<i8").tobytes())
-    size, crc = checksum_and_sync(path)
-    return FileRef(name=name, size=size, crc32=crc)
-
-
-def _check_space(directory: Path, needed: int) -> None:
-    free = shutil.disk_usage(directory).free
-    if free < needed:
-        raise StorageFull(
-            f"saving the vector index needs {needed} bytes in {directory}, {free} are free"
-        )
-
-
-def _committed(directory: Path, name: str) -> set[str]:
-    """The data files the current header names (to keep when cleaning up a failed save)."""
-    try:
-        header = read_header(directory, name)
-    except (CorruptIndex, StorageError):
-        return set()
-    return {header.data.name, header.ids.name}
