@@ -63,7 +63,7 @@ def import_figures() -> None:
         firsts.append(float(t.group(2)))
     own = statistics.median(selfs)
     print(
-        f"import reverie.store.redaction (with secret_*), the modules' own time: median {own:.2f} ms"
+        f"import reverie.store.redaction and secret_*: own time, median {own:.2f} ms"
     )
     print(
         f"import incl. parent packages (reverie/__init__ imports the client): "
