@@ -18,6 +18,7 @@ import apsw
 import msgspec
 from reverie.errors import InvalidParams, NotFound
 from reverie.rpc.protocol import Memory, MemoryRecord, Remember
+from reverie.store.redaction import redact, redact_obj
 
 _COLUMNS = (
     "id, uid, workspace, kind, content, tags, importance, tier, state, superseded_by, "
@@ -27,6 +28,7 @@ _COLUMNS = (
 COLUMNS = _COLUMNS
 _json = msgspec.json.Encoder()
 _WS = re.compile(r"\s+")
+_MARKERS = re.compile(r"\[REDACTED:[^\]]*\]")  # what redaction leaves in place of a secret
 
 
 def json_text(value: object, what: str) -> str:
@@ -84,7 +86,9 @@ def row_to_memory(row: tuple[Any, ...]) -> Memory:
         uid=uid,
         workspace=ws,
         kind=kind,
-        content=content,
+        # Redacted again on the way out: rows stored before a pattern existed
+        # (or imported from elsewhere) never leak through get, search or export.
+        content=redact(content),
         tags=json.loads(tags),
         importance=imp,
         tier=tier,
@@ -98,7 +102,7 @@ def row_to_memory(row: tuple[Any, ...]) -> Memory:
         recall_count=rcount,
         distinct_queries=dq,
         content_hash=chash,
-        metadata=json.loads(meta),
+        metadata=redact_obj(json.loads(meta)),
     )
 
 
@@ -108,7 +112,15 @@ def next_seq(conn: apsw.Connection) -> int:
 
 
 def remember(conn: apsw.Connection, req: Remember) -> tuple[int, bool]:
-    """Insert a memory, or return the active one with the same content in its workspace."""
+    """Insert a memory, or return the active one with the same content in its workspace.
+
+    Secrets and <private> spans are removed before anything is stored, so
+    the hash, the full-text index and the vectors never see them either.
+    """
+    content = redact(req.content)
+    if not _MARKERS.sub("", content).strip():
+        raise InvalidParams("the memory is empty once private spans and secrets are removed")
+    req = msgspec.structs.replace(req, content=content, metadata=redact_obj(req.metadata))
     chash = content_hash(req.content)
     existing = conn.execute(
         "SELECT id FROM memories WHERE workspace = ? AND content_hash = ? AND state = 'active'",
@@ -214,6 +226,15 @@ def _to_record(m: Memory, superseded_uid: str | None) -> MemoryRecord:
 def import_records(conn: apsw.Connection, records: list[MemoryRecord]) -> tuple[int, int]:
     """Insert records whose uid is new; skip the rest. Returns (added, skipped)."""
     added = skipped = 0
+    records = [
+        msgspec.structs.replace(
+            r,
+            content=redact(r.content),
+            metadata=redact_obj(r.metadata),
+            provenance=redact_obj(r.provenance),
+        )
+        for r in records
+    ]
     for rec in records:
         if rec.state != "forgotten" and not rec.content:
             raise InvalidParams(f"record {rec.uid} has empty content")
@@ -241,7 +262,7 @@ def import_records(conn: apsw.Connection, records: list[MemoryRecord]) -> tuple[
                 _epoch(rec.last_recalled_at) if rec.last_recalled_at else None,
                 rec.recall_count,
                 rec.distinct_queries,
-                rec.content_hash or content_hash(rec.content),
+                content_hash(rec.content),  # of the redacted text
                 json_text(rec.metadata, "metadata"),
                 next_seq(conn),
             ),

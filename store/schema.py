@@ -58,14 +58,14 @@ WHEN old.state = 'active' BEGIN
     INSERT INTO memories_fts (memories_fts, rowid, content, tags)
     VALUES ('delete', old.id, old.content, old.tags);
 END;
-CREATE TRIGGER memories_fts_update_old AFTER UPDATE OF content, tags, state ON memories
-WHEN old.state = 'active' BEGIN
+-- One trigger, two statements in this order: SQLite runs several triggers
+-- on one event in reverse order of creation, and inserting the new text
+-- before deleting the old one corrupts the index.
+CREATE TRIGGER memories_fts_update AFTER UPDATE OF content, tags, state ON memories BEGIN
     INSERT INTO memories_fts (memories_fts, rowid, content, tags)
-    VALUES ('delete', old.id, old.content, old.tags);
-END;
-CREATE TRIGGER memories_fts_update_new AFTER UPDATE OF content, tags, state ON memories
-WHEN new.state = 'active' BEGIN
-    INSERT INTO memories_fts (rowid, content, tags) VALUES (new.id, new.content, new.tags);
+    SELECT 'delete', old.id, old.content, old.tags WHERE old.state = 'active';
+    INSERT INTO memories_fts (rowid, content, tags)
+    SELECT new.id, new.content, new.tags WHERE new.state = 'active';
 END;
 
 -- Raw, append-only log posted by harness hooks (filled by the events feature).

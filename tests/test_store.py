@@ -144,3 +144,20 @@ def test_migration_from_v1_keeps_data_and_orders_changes(tmp_path: Path) -> None
     # The forget happened last, so the old memory now has the highest sequence.
     assert seqs[r[0]] < seqs[1]
     assert conn.execute("SELECT content FROM memories WHERE id = 1").get == "old fact"
+
+
+def test_updating_an_active_memory_keeps_the_full_text_index_sound(tmp_path: Path) -> None:
+    from reverie.store import search
+
+    db = Database.open_blocking(tmp_path)
+    mid, _ = db.writer.run_sync(
+        lambda c: memories.remember(c, Remember(content="placeholder text for an old memory"))
+    )
+    db.writer.run_sync(
+        lambda c: c.execute("UPDATE memories SET content = 'new words here' WHERE id = ?", (mid,))
+    )
+    db.close_blocking()
+    conn = apsw.Connection(str(tmp_path / DB_FILENAME))
+    conn.execute("INSERT INTO memories_fts (memories_fts, rank) VALUES ('integrity-check', 1)")
+    assert search.lexical_scores(conn, "new words", workspace=None, limit=5).keys() == {mid}
+    assert search.lexical_scores(conn, "placeholder", workspace=None, limit=5) == {}
