@@ -87,7 +87,8 @@ class Database:
     # -- memories -------------------------------------------------------------
 
     async def remember(self, req: Remember) -> RememberResult:
-        mid, created = await self._writer.run(lambda c: memories.remember(c, req))
+        # remember() writes one INSERT (its other statements only read).
+        mid, created = await self._writer.run(lambda c: memories.remember(c, req), single=True)
         return RememberResult(id=mid, created=created)
 
     async def get(self, memory_id: int) -> Memory:

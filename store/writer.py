@@ -37,6 +37,9 @@ class _Job:
     done: Callable[[outcome.Outcome[Any]], None] | None = None
     task: trio.lowlevel.Task | None = None
     token: trio.lowlevel.TrioToken | None = None
+    # True when the job writes with at most one statement: SQLite makes a
+    # statement atomic by itself, so the job needs no savepoint of its own.
+    single: bool = False
 
 
 def _reschedule_all(wakeups: list[tuple[trio.lowlevel.Task, outcome.Outcome[Any]]]) -> None:
@@ -101,15 +104,22 @@ class Writer:
             return
         self._queue.put(_Job(fn, done=done))
 
-    async def run(self, fn: Callable[[apsw.Connection], T]) -> T:
+    async def run(self, fn: Callable[[apsw.Connection], T], *, single: bool = False) -> T:
         """Run `fn` in the next group; return once its transaction has committed.
 
-        Not cancellable once submitted: the caller must learn whether the write
-        is durable, so a cancel waits for the commit (which is quick).
+        `single`: `fn` writes with at most one statement (reads aside), so it
+        can skip its savepoint. Not cancellable once submitted: the caller
+        must learn whether the write is durable, so a cancel waits for the
+        commit (which is quick).
         """
         if self._closed:
             raise ShuttingDown("the database is closing")
-        job = _Job(fn, task=trio.lowlevel.current_task(), token=trio.lowlevel.current_trio_token())
+        job = _Job(
+            fn,
+            task=trio.lowlevel.current_task(),
+            token=trio.lowlevel.current_trio_token(),
+            single=single,
+        )
         self._queue.put(job)
         result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         return result
@@ -201,8 +211,11 @@ class Writer:
     @staticmethod
     def _one(conn: apsw.Connection, job: _Job) -> outcome.Outcome[Any]:
         try:
-            with conn:  # a savepoint: this job's changes only
+            if job.single:
                 value = job.fn(conn)
+            else:
+                with conn:  # a savepoint: this job's changes only
+                    value = job.fn(conn)
         except ReverieError as e:
             return outcome.Error(e)
         except apsw.Error as e:

@@ -616,7 +616,11 @@ def _mutate(draw: st.DrawFn, req: dict[Any, Any]) -> dict[Any, Any]:
         out[draw(st.sampled_from(_fields) | _keys)] = draw(msgpack_values)
     elif op == "wrap":
         out[key] = draw(st.sampled_from([[out[key]], {"v": out[key]}, str(out[key])]))
-    elif isinstance(out.get("records"), list) and isinstance(out["records"][0], dict):
+    elif (
+        isinstance(out.get("records"), list)
+        and out["records"]
+        and isinstance(out["records"][0], dict)
+    ):
         out["records"] = [_mutate(draw, out["records"][0])]
     return out
 
