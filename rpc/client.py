@@ -19,6 +19,7 @@ from reverie.errors import (
     ConnectionLost,
     DaemonNotRunning,
     ProtocolError,
+    ReverieError,
     Timeout,
     error_for_code,
 )
@@ -165,8 +166,34 @@ class Client:
         except TimeoutError as e:
             raise Timeout("sending to the daemon timed out") from e
         except OSError as e:
+            refusal = self._refusal()
             self.close()
+            if refusal is not None:
+                raise refusal from e
             raise ConnectionLost(f"the daemon closed the connection: {e}") from e
+
+    def _refusal(self) -> ReverieError | None:
+        """The error the daemon sent before closing on us, if any.
+
+        A daemon that refuses a connection (too many connections, access
+        denied, shutting down) answers and closes at once, possibly before our
+        first write: the write then fails, but the reason is in the socket.
+        """
+        assert self._sock is not None
+        try:
+            self._sock.settimeout(1.0)
+            while data := self._sock.recv(_RECV_SIZE):
+                self._buf.feed(data)
+        except OSError:
+            pass
+        try:
+            for frame in self._buf.frames():
+                resp = self._decoder.decode(frame)
+                if resp.error is not None:
+                    return error_for_code(resp.error.code, resp.error.message, resp.error.data)
+        except (msgspec.DecodeError, msgspec.ValidationError, ReverieError):
+            pass
+        return None
 
     def _receive(self, rid: int) -> RawResponse:
         if rid in self._early:

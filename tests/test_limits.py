@@ -297,3 +297,38 @@ def test_the_other_socket_end_closing_mid_pipeline_is_harmless(daemon: Daemon) -
         c.ping()
         _wait_connections(c, 1)
     assert "Traceback" not in daemon.log()
+
+
+def test_the_client_reports_why_it_was_refused_even_before_writing(short_tmp: Path) -> None:
+    """A peer that answers and closes before the hello: the reason still reaches the caller."""
+    import socket
+    import threading
+
+    from reverie.rpc.protocol import ErrorBody, Response
+
+    path = short_tmp / "refuser.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    refusal = packed(Response(id=0, error=ErrorBody(code="too_many_connections", message="full")))
+
+    def refuse() -> None:
+        conn, _ = server.accept()
+        conn.sendall(refusal)
+        conn.close()  # before reading anything: the client's hello hits a closed socket
+
+    t = threading.Thread(target=refuse)
+    t.start()
+    client = Client(path, timeout=5)
+    # Give the peer time to answer and close first, so the write fails.
+    real_connect = socket.socket.connect
+
+    def connect_then_wait(self: socket.socket, address: object) -> None:
+        real_connect(self, address)  # type: ignore[arg-type]
+        t.join(5)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", connect_then_wait)
+        with pytest.raises(TooManyConnections, match="full"):
+            client.connect()
+    server.close()
