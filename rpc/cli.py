@@ -99,6 +99,20 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
         f"{mem.get('forgotten', 0)} forgotten in {st.workspaces} workspace(s)"
     )
     print(f"clients    {st.connections} connected")
+    if st.commits:
+        print(
+            f"writes     {st.writes} in {st.commits} commits "
+            f"({st.writes / st.commits:.1f} per commit)"
+        )
+    ix = st.index
+    if ix is None:
+        print("index      disabled (lexical search only)")
+    elif ix.phase == "rebuilding" and ix.total:
+        print(f"index      rebuilding {ix.model}: {ix.done}/{ix.total}")
+    else:
+        extra = f", {ix.pending} changes pending" if ix.pending else ""
+        note = f" ({ix.message})" if ix.message else ""
+        print(f"index      {ix.phase}, {ix.vectors} vectors, {ix.model}{extra}{note}")
     return 0
 
 

@@ -90,7 +90,8 @@ def test_cli_round_trip(daemon: Daemon) -> None:
 
     status = json.loads(_cli(daemon, "status", "--json").stdout)
     assert status["memories"]["forgotten"] == 1 and status["memories"]["active"] == 1
-    assert "memories" in _cli(daemon, "status").stdout
+    human = _cli(daemon, "status").stdout
+    assert "memories" in human and "index" in human and "per commit" in human
 
 
 def test_errors_are_one_line_with_exit_codes(daemon: Daemon, short_tmp: Path) -> None:
