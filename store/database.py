@@ -18,7 +18,6 @@ import trio
 from reverie.rpc.protocol import (
     ExportResult,
     ForgetResult,
-    Hit,
     ImportResult,
     Memory,
     MemoryRecord,
@@ -27,7 +26,6 @@ from reverie.rpc.protocol import (
 )
 from reverie.store import memories, recalls, schema, vectors
 from reverie.store.connection import check_file, database_size, map_error, open_connection
-from reverie.store.search import search as fts_search
 from reverie.store.writer import Writer
 
 T = TypeVar("T")
@@ -99,9 +97,6 @@ class Database:
             lambda c: memories.forget(c, memory_id, purge=purge, reason=reason)
         )
         return ForgetResult(id=memory_id, state="forgotten", purged=purged)
-
-    async def search(self, query: str, *, workspace: str | None, limit: int) -> list[Hit]:
-        return await self.read(lambda c: fts_search(c, query, workspace=workspace, limit=limit))
 
     async def export_page(
         self, *, workspace: str | None, after_id: int, limit: int, include_forgotten: bool

@@ -117,15 +117,14 @@ def _fuse(
     for rank, (mid, score) in enumerate(lex_ranked, 1):
         c = cands.setdefault(mid, _Candidate(mid))
         c.explain.lexical_rank, c.explain.lexical_score = rank, round(score, 6)
-        c.score += _part(cfg, cfg.lexical_weight, rank, score / top_lex if top_lex > 0 else 0.0)
+        if vec is None:
+            c.score = score  # lexical only: keep BM25's own scale, nothing to fuse
+        else:
+            c.score += _part(cfg, cfg.lexical_weight, rank, score / top_lex if top_lex > 0 else 0.0)
     for rank, (mid, sim) in enumerate(vec or [], 1):
         c = cands.setdefault(mid, _Candidate(mid))
         c.explain.vector_rank, c.explain.vector_score = rank, round(sim, 6)
         c.score += _part(cfg, cfg.vector_weight, rank, max(0.0, sim))
-    if vec is None:
-        # Lexical only: keep BM25's own scale (no fusion happened).
-        for c in cands.values():
-            c.score = c.explain.lexical_score or 0.0
     for c in cands.values():
         c.explain.fused = round(c.score, 6)
     return cands

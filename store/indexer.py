@@ -21,6 +21,7 @@ memory at once and vector search a few milliseconds later (the lag is
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import logging
@@ -330,12 +331,7 @@ class Indexer:
         start_seq = vectors.max_seq(conn)
         total = vectors.active_count(conn)
         dim = embedder.dim or len(embedder.embed(["dimension probe"])[0])
-        params = HnswParams(
-            m=self.cfg.m,
-            ef_construction=self.cfg.ef_construction,
-            ef=self.cfg.ef,
-            capacity=max(1024, total + total // 4),
-        )
+        params = dataclasses.replace(self._params(), capacity=max(1024, total + total // 4))
         index = VectorIndex(dim, model_id=embedder.model_id, params=params)
         gen = _Generation(embedder, index, start_seq)
         done = 0

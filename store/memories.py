@@ -20,12 +20,13 @@ from reverie.errors import InvalidParams, NotFound
 from reverie.rpc.protocol import Memory, MemoryRecord, Remember
 from reverie.store.redaction import redact, redact_obj
 
-_COLUMNS = (
+COLUMNS = (
     "id, uid, workspace, kind, content, tags, importance, tier, state, superseded_by, "
     "provenance, created_at, observed_at, updated_at, last_recalled_at, recall_count, "
     "distinct_queries, content_hash, metadata"
 )
-COLUMNS = _COLUMNS
+# The same columns qualified for queries that join memories to itself.
+_M_COLUMNS = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
 _json = msgspec.json.Encoder()
 _WS = re.compile(r"\s+")
 _MARKERS = re.compile(r"\[REDACTED:[^\]]*\]")  # what redaction leaves in place of a secret
@@ -157,7 +158,7 @@ def remember(conn: apsw.Connection, req: Remember) -> tuple[int, bool]:
 
 
 def get(conn: apsw.Connection, memory_id: int) -> Memory:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ?", (memory_id,)).fetchone()
+    row = conn.execute(f"SELECT {COLUMNS} FROM memories WHERE id = ?", (memory_id,)).fetchone()
     if row is None:
         raise NotFound(f"no memory with id {memory_id}", data={"id": memory_id})
     return row_to_memory(row)
@@ -201,9 +202,9 @@ def export_page(
         args.append(workspace)
     if not include_forgotten:
         where.append("m.state != 'forgotten'")
-    cols = ", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))
     rows = conn.execute(
-        f"SELECT {cols}, s.uid FROM memories m LEFT JOIN memories s ON s.id = m.superseded_by "
+        f"SELECT {_M_COLUMNS}, s.uid FROM memories m "
+        f"LEFT JOIN memories s ON s.id = m.superseded_by "
         f"WHERE {' AND '.join(where)} ORDER BY m.id LIMIT ?",
         (*args, limit + 1),
     ).fetchall()
