@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import msgspec
 from reverie import __version__
@@ -27,43 +27,21 @@ from reverie.errors import (
     TransportError,
     UsageError,
 )
+from reverie.rpc._cli_base import (
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    common,
+    emit_json,
+    fail,
+    json_encoder,
+    one_line,
+    parse_meta,
+    ts,
+)
 from reverie.rpc.client import Client
 from reverie.rpc.protocol import DEFAULT_WORKSPACE, Explain, Memory, MemoryRecord
-
-EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
-_json = msgspec.json.Encoder()
-
-
-def _emit_json(obj: Any) -> None:
-    sys.stdout.write(_json.encode(obj).decode() + "\n")
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"reverie: error: {message}\n")
-    raise SystemExit(code)
-
-
-def _parse_meta(items: Sequence[str]) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--meta takes KEY=VALUE, not {item!r}")
-        try:  # numbers, booleans and JSON values keep their type
-            meta[key] = json.loads(value)
-        except ValueError:
-            meta[key] = value
-    return meta
-
-
-def _ts(value: dt.datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def _one_line(text: str, width: int = 160) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
 
 # -- commands -------------------------------------------------------------------
 
@@ -87,7 +65,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
     st = client.status()
     if args.json:
-        _emit_json(st)
+        emit_json(st)
         return 0
     mem = st.memories
     print(f"reverie {st.version}  pid {st.pid}  up {st.uptime_s:.0f}s")
@@ -122,12 +100,12 @@ def cmd_remember(args: argparse.Namespace, client: Client) -> int:
         "kind": args.kind,
         "tags": args.tag,
         "importance": args.importance,
-        "metadata": _parse_meta(args.meta),
+        "metadata": parse_meta(args.meta),
     }
     text = sys.stdin.read() if args.text == "-" else args.text
     res = client.remember(text, **fields)
     if args.json:
-        _emit_json(res)
+        emit_json(res)
     else:
         print(res.id)
         if not res.created:
@@ -160,7 +138,7 @@ def cmd_search(args: argparse.Namespace, client: Client) -> int:
         include_archived=args.archived,
     )
     if args.json:
-        _emit_json(res)
+        emit_json(res)
         return 0
     for note in res.notes:
         sys.stderr.write(f"reverie: note: {note}\n")
@@ -168,7 +146,7 @@ def cmd_search(args: argparse.Namespace, client: Client) -> int:
         print("no matches")
     for hit in res.hits:
         m = hit.memory
-        print(f"#{m.id:<6} {hit.score:8.4f}  [{m.kind}] {_one_line(m.content)}")
+        print(f"#{m.id:<6} {hit.score:8.4f}  [{m.kind}] {one_line(m.content)}")
         if hit.explain is not None:
             print(f"         {_explain(hit.explain)}")
     return 0
@@ -191,7 +169,7 @@ def _explain(ex: Explain) -> str:
 def cmd_get(args: argparse.Namespace, client: Client) -> int:
     m = client.get(args.id)
     if args.json:
-        _emit_json(m)
+        emit_json(m)
         return 0
     _print_memory(m)
     return 0
@@ -199,12 +177,10 @@ def cmd_get(args: argparse.Namespace, client: Client) -> int:
 
 def _print_memory(m: Memory) -> None:
     print(f"#{m.id}  {m.kind}  {m.state}/{m.tier}  workspace {m.workspace}")
-    print(
-        f"  created {_ts(m.created_at)}  observed {_ts(m.observed_at)}  updated {_ts(m.updated_at)}"
-    )
+    print(f"  created {ts(m.created_at)}  observed {ts(m.observed_at)}  updated {ts(m.updated_at)}")
     print(
         f"  importance {m.importance:.2f}  recalled {m.recall_count}x "
-        f"({m.distinct_queries} distinct queries)  last {_ts(m.last_recalled_at)}"
+        f"({m.distinct_queries} distinct queries)  last {ts(m.last_recalled_at)}"
     )
     if m.tags:
         print(f"  tags {' '.join(m.tags)}")
@@ -219,7 +195,7 @@ def _print_memory(m: Memory) -> None:
 def cmd_forget(args: argparse.Namespace, client: Client) -> int:
     res = client.forget(args.id, purge=args.purge, reason=args.reason)
     if args.json:
-        _emit_json(res)
+        emit_json(res)
     else:
         print(f"forgot #{res.id}" + (" (content erased)" if res.purged else ""))
     return 0
@@ -232,13 +208,13 @@ def cmd_export(args: argparse.Namespace, client: Client) -> int:
         for rec in client.export(
             workspace=args.workspace, include_forgotten=args.include_forgotten
         ):
-            out.write(_json.encode(rec).decode() + "\n")
+            out.write(json_encoder.encode(rec).decode() + "\n")
             count += 1
     finally:
         if out is not sys.stdout:
             out.close()
     if args.json and args.output:
-        _emit_json({"exported": count, "file": args.output})
+        emit_json({"exported": count, "file": args.output})
     elif args.output:
         print(f"exported {count} memories to {args.output}")
     return 0
@@ -270,18 +246,13 @@ def cmd_import(args: argparse.Namespace, client: Client) -> int:
     records = _read_records(args.file)
     res = client.import_records(records)
     if args.json:
-        _emit_json(res)
+        emit_json(res)
     else:
         print(f"imported {res.added} memories, skipped {res.skipped} already present")
     return 0
 
 
 # -- parser -----------------------------------------------------------------------
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--socket", help="daemon socket (default: $REVERIE_SOCKET, config, runtime dir)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,18 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("daemon", help="run the daemon in the foreground")
-    _common(p)
+    common(p)
     p.add_argument("--config", help="config file (default: $REVERIE_CONFIG or XDG config)")
     p.add_argument("--data-dir", help="data directory (default: $REVERIE_DATA_DIR or XDG state)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=cmd_daemon, needs_client=False)
 
     p = sub.add_parser("status", help="show the daemon's state: uptime, counts, sizes")
-    _common(p)
+    common(p)
     p.set_defaults(run=cmd_status)
 
     p = sub.add_parser("remember", help="store a memory and print its id")
-    _common(p)
+    common(p)
     p.add_argument("text", help="the memory's text ('-' reads stdin)")
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
     p.add_argument(
@@ -323,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_remember)
 
     p = sub.add_parser("search", help="search memories (hybrid: full text and vectors)")
-    _common(p)
+    common(p)
     p.add_argument("query")
     p.add_argument("--workspace", help="only this workspace (default: all)")
     p.add_argument("--limit", type=int, default=10, help="at most this many results (1-1000)")
@@ -341,28 +312,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_search)
 
     p = sub.add_parser("get", help="show one memory")
-    _common(p)
+    common(p)
     p.add_argument("id", type=int)
     p.set_defaults(run=cmd_get)
 
     p = sub.add_parser("forget", help="forget a memory (kept as a tombstone)")
-    _common(p)
+    common(p)
     p.add_argument("id", type=int)
     p.add_argument("--purge", action="store_true", help="also erase its text now")
     p.add_argument("--reason", default="", help="why (kept in the tombstone)")
     p.set_defaults(run=cmd_forget)
 
     p = sub.add_parser("export", help="write memories as JSON Lines")
-    _common(p)
+    common(p)
     p.add_argument("--workspace", help="only this workspace (default: all)")
     p.add_argument("--output", "-o", help="file to write (default: stdout)")
     p.add_argument("--include-forgotten", action="store_true", help="include tombstones")
     p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("import", help="read memories from JSON Lines (idempotent)")
-    _common(p)
+    common(p)
     p.add_argument("file", help="a file written by `reverie export` ('-' reads stdin)")
     p.set_defaults(run=cmd_import)
+
+    # Each feature's commands (rpc/cli_<feature>.py), in the order of `--help`.
     return parser
 
 
@@ -375,13 +348,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Client(args.socket, name=f"reverie-cli/{__version__}") as client:
             return run(args, client)
     except NotFound as e:
-        _fail(e.message, EXIT_NOT_FOUND)
+        fail(e.message, EXIT_NOT_FOUND)
     except (UsageError, ConfigError) as e:
-        _fail(e.message, EXIT_USAGE)
+        fail(e.message, EXIT_USAGE)
     except TransportError as e:
-        _fail(e.message, EXIT_UNREACHABLE)
+        fail(e.message, EXIT_UNREACHABLE)
     except ReverieError as e:
-        _fail(f"{e.message} [{e.code}]", EXIT_ERROR)
+        fail(f"{e.message} [{e.code}]", EXIT_ERROR)
     except BrokenPipeError:
         return 0  # e.g. `reverie export | head`
     except KeyboardInterrupt:

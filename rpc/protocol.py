@@ -20,29 +20,24 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 import msgspec
 from msgspec import Meta, Struct
+from reverie.rpc._base import (
+    DEFAULT_WORKSPACE,
+    PROTOCOL_VERSION,
+    SQLITE_MAX_INT,
+    Content,
+    Importance,
+    Kind,
+    Limit,
+    MemoryId,
+    State,
+    Tag,
+    Tier,
+    Workspace,
+    _Request,
+)
 
-PROTOCOL_VERSION = 1
-
-# Field constraints shared by several messages.
-Kind = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="memory kind")]
-Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\s,]+$")]
-Workspace = Annotated[str, Meta(min_length=1, max_length=512)]
-Content = Annotated[str, Meta(min_length=1, max_length=1_000_000)]
-Importance = Annotated[float, Meta(ge=0.0, le=1.0)]
-SQLITE_MAX_INT = 2**63 - 1
-MemoryId = Annotated[int, Meta(ge=1, le=SQLITE_MAX_INT)]
-Limit = Annotated[int, Meta(ge=1, le=1000)]
-Tier = Literal["short", "long", "archived"]
-State = Literal["active", "superseded", "forgotten"]
-
-DEFAULT_WORKSPACE = "default"
-
-
-class _Request(Struct, tag_field="method", forbid_unknown_fields=True, kw_only=True):
-    """Base of all requests: every request carries the id its response echoes."""
-
-    id: int = 0
-
+# Re-exported: clients and tests import these from here.
+__all__ = ["DEFAULT_WORKSPACE", "PROTOCOL_VERSION", "SQLITE_MAX_INT", "_Request"]
 
 # --- requests --------------------------------------------------------------
 
@@ -140,7 +135,12 @@ class Import(_Request, tag="import"):
     records: Annotated[list[MemoryRecord], Meta(max_length=10_000)]
 
 
-Request: TypeAlias = Hello | Ping | Status | Remember | Get | Forget | Search | Export | Import
+Request: TypeAlias = (
+    Hello | Ping | Status | Remember | Get | Forget | Search | Export | Import
+    # -- events (rpc/proto_events.py)
+    # -- sessions, world state, claims, sitrep, brief (rpc/proto_sessions.py)
+    # -- episodes (rpc/proto_episodes.py)
+)
 
 
 # --- results ---------------------------------------------------------------
@@ -263,6 +263,9 @@ Result: TypeAlias = (
     | SearchResult
     | ExportResult
     | ImportResult
+    # -- events (rpc/proto_events.py)
+    # -- sessions, world state, claims, sitrep, brief (rpc/proto_sessions.py)
+    # -- episodes (rpc/proto_episodes.py)
 )
 
 # Which result type each request expects: the client decodes with it.
@@ -276,6 +279,9 @@ RESULT_TYPES: dict[type[_Request], type[Struct]] = {
     Search: SearchResult,
     Export: ExportResult,
     Import: ImportResult,
+    # -- events (rpc/proto_events.py)
+    # -- sessions, world state, claims, sitrep, brief (rpc/proto_sessions.py)
+    # -- episodes (rpc/proto_episodes.py)
 }
 
 METHOD_NAMES: frozenset[str] = frozenset(str(cls.__struct_config__.tag) for cls in RESULT_TYPES)

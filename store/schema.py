@@ -156,7 +156,16 @@ CREATE TABLE embeddings (
 CREATE INDEX embeddings_by_model ON embeddings (model);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# Issue 4. One migration per feature, each owned by its store module's
+# author; until a release ships, a migration not yet released may still change.
+_V3_EVENTS = """
+"""
+_V4_SESSIONS = """
+"""
+_V5_EPISODES = """
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_EVENTS, _V4_SESSIONS, _V5_EPISODES)
 LATEST = len(MIGRATIONS)
 
 

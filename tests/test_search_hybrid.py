@@ -26,7 +26,10 @@ def fill(c: Client) -> list[int]:
     for i, (text, kind, tags) in enumerate(NOTES):
         ids.append(
             c.remember(
-                text, kind=kind, tags=tags, workspace="proj",
+                text,
+                kind=kind,
+                tags=tags,
+                workspace="proj",
                 observed_at=DAY + dt.timedelta(days=10 * i),
             ).id
         )

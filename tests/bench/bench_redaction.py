@@ -62,9 +62,7 @@ def import_figures() -> None:
         totals.append(float(t.group(1)))
         firsts.append(float(t.group(2)))
     own = statistics.median(selfs)
-    print(
-        f"import reverie.store.redaction and secret_*: own time, median {own:.2f} ms"
-    )
+    print(f"import reverie.store.redaction and secret_*: own time, median {own:.2f} ms")
     print(
         f"import incl. parent packages (reverie/__init__ imports the client): "
         f"median {statistics.median(totals):.1f} ms"

@@ -41,11 +41,16 @@ def one_run(data_dir: Path, tmp: Path, n: int) -> tuple[float, float, float, str
     listener.bind(str(notify))
     listener.settimeout(120)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REVERIE_", "NOTIFY_"))}
-    env.update(REVERIE_DATA_DIR=str(data_dir), REVERIE_SOCKET=str(sock_path),
-               NOTIFY_SOCKET=str(notify))
+    env.update(
+        REVERIE_DATA_DIR=str(data_dir), REVERIE_SOCKET=str(sock_path), NOTIFY_SOCKET=str(notify)
+    )
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "reverie", "daemon"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reverie", "daemon"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while b"READY=1" not in listener.recv(4096):
             pass
@@ -55,8 +60,10 @@ def one_run(data_dir: Path, tmp: Path, n: int) -> tuple[float, float, float, str
             indexed = time.perf_counter() - started
             st = c.status()
         ix = st.index
-        summary = (f"{st.memories.get('active', 0)} memories, index {ix.phase if ix else 'off'} "
-                   f"{ix.vectors if ix else 0} vectors ({ix.model if ix else '-'})")
+        summary = (
+            f"{st.memories.get('active', 0)} memories, index {ix.phase if ix else 'off'} "
+            f"{ix.vectors if ix else 0} vectors ({ix.model if ix else '-'})"
+        )
         return ready, indexed, rss_mib(proc.pid), summary
     finally:
         proc.terminate()
@@ -74,10 +81,14 @@ def main() -> None:
     ready = sorted(r[0] for r in results)
     indexed = sorted(r[1] for r in results)
     print(results[-1][3])
-    print(f"start-up to READY=1: median {statistics.median(ready):.2f} s, max {ready[-1]:.2f} s "
-          f"({args.runs} runs)")
-    print(f"start-up to vector index loaded and caught up: median "
-          f"{statistics.median(indexed):.2f} s, max {indexed[-1]:.2f} s")
+    print(
+        f"start-up to READY=1: median {statistics.median(ready):.2f} s, max {ready[-1]:.2f} s "
+        f"({args.runs} runs)"
+    )
+    print(
+        f"start-up to vector index loaded and caught up: median "
+        f"{statistics.median(indexed):.2f} s, max {indexed[-1]:.2f} s"
+    )
     print(f"resident memory after load: {statistics.median(r[2] for r in results):.0f} MiB")
 
 
