@@ -35,6 +35,8 @@ from reverie.rpc._base import (
     Workspace,
     _Request,
 )
+from reverie.rpc.proto_events import PostEvents, PostEventsResult
+from reverie.rpc.proto_sessions import Brief, BriefResult
 
 # Re-exported: clients and tests import these from here.
 __all__ = ["DEFAULT_WORKSPACE", "PROTOCOL_VERSION", "SQLITE_MAX_INT", "_Request"]
@@ -138,7 +140,9 @@ class Import(_Request, tag="import"):
 Request: TypeAlias = (
     Hello | Ping | Status | Remember | Get | Forget | Search | Export | Import
     # -- events (rpc/proto_events.py)
+    | PostEvents
     # -- sessions, world state, claims, sitrep, brief (rpc/proto_sessions.py)
+    | Brief
     # -- episodes (rpc/proto_episodes.py)
 )
 
@@ -264,7 +268,9 @@ Result: TypeAlias = (
     | ExportResult
     | ImportResult
     # -- events (rpc/proto_events.py)
+    | PostEventsResult
     # -- sessions, world state, claims, sitrep, brief (rpc/proto_sessions.py)
+    | BriefResult
     # -- episodes (rpc/proto_episodes.py)
 )
 
@@ -280,7 +286,9 @@ RESULT_TYPES: dict[type[_Request], type[Struct]] = {
     Export: ExportResult,
     Import: ImportResult,
     # -- events (rpc/proto_events.py)
+    PostEvents: PostEventsResult,
     # -- sessions, world state, claims, sitrep, brief (rpc/proto_sessions.py)
+    Brief: BriefResult,
     # -- episodes (rpc/proto_episodes.py)
 }
 

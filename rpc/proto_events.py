@@ -1,0 +1,41 @@
+"""Protocol for harness events: hooks post them, the daemon logs and digests them.
+
+Hot path for hooks: msgspec and the standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from msgspec import Meta, Struct
+from reverie.rpc._base import Workspace, _Request
+
+Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class Event(Struct, forbid_unknown_fields=True, kw_only=True):
+    """One event as a harness saw it.
+
+    ``key`` is the client's idempotency key: posting an event whose key is
+    already stored (a retry, a spool drained twice) stores nothing new.
+    """
+
+    key: Annotated[str, Meta(min_length=1, max_length=200)]
+    harness: Name  # e.g. claude-code, generic
+    type: Name  # the harness's own event name, e.g. UserPromptSubmit
+    workspace: Workspace
+    session_id: Annotated[str, Meta(max_length=200)] | None = None
+    payload: dict[str, Any] = {}
+    at: dt.datetime | None = None  # when it happened (default: when received)
+
+
+class PostEvents(_Request, tag="post_events"):
+    events: Annotated[list[Event], Meta(max_length=10_000)]
+
+
+class PostEventsResult(Struct, kw_only=True):
+    stored: int  # new events appended to the log
+    duplicates: int  # events whose key was already stored
+    observations: int  # observation memories created from the new events
+    dropped: int = 0  # events refused because capture is off for their workspace
