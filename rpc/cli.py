@@ -89,6 +89,10 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
         print(f"index      rebuilding {ix.model}: {ix.done}/{ix.total}")
     else:
         extra = f", {ix.pending} changes pending" if ix.pending else ""
+        if ix.workspace_indexes or ix.workspace_indexes_pending:
+            extra += f", {ix.workspace_indexes} workspace indexes"
+            if ix.workspace_indexes_pending:
+                extra += f" ({ix.workspace_indexes_pending} to build)"
         note = f" ({ix.message})" if ix.message else ""
         print(f"index      {ix.phase}, {ix.vectors} vectors, {ix.model}{extra}{note}")
     return 0

@@ -99,6 +99,7 @@ class Dispatcher:
             return None
         p = ix.progress
         pending = max(0, await self.db.max_seq() - ix.indexed_seq) if ix.ready else 0
+        built, missing = ix.workspace_indexes()
         return IndexStatus(
             phase=p.phase,
             model=ix.model or p.model,
@@ -108,6 +109,8 @@ class Dispatcher:
             done=p.done,
             total=p.total,
             message=p.message,
+            workspace_indexes=built,
+            workspace_indexes_pending=missing,
         )
 
     async def _status(self) -> StatusResult:

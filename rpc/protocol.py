@@ -169,6 +169,9 @@ class IndexStatus(Struct, kw_only=True):
     done: int = 0  # rebuild progress
     total: int = 0
     message: str = ""
+    # Small workspaces' own indexes (store/scoped_index.py): built, and still to build.
+    workspace_indexes: int = 0
+    workspace_indexes_pending: int = 0
 
 
 class StatusResult(Struct, kw_only=True):

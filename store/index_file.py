@@ -255,6 +255,22 @@ def remove_stale(directory: Path, name: str, keep: set[str]) -> None:
                 os.unlink(directory / entry)
 
 
+def remove_index(directory: Path, name: str) -> None:
+    """Delete a named index: its header first (the commit point), then its files."""
+    with contextlib.suppress(OSError):
+        os.unlink(header_path(directory, name))
+    remove_stale(directory, name, keep=set())
+
+
+def saved_names(directory: Path, prefix: str) -> set[str]:
+    """Names of the indexes with a header in `directory` whose name starts with `prefix`."""
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return set()
+    return {e[: -len(".json")] for e in entries if e.startswith(prefix) and e.endswith(".json")}
+
+
 # -- saving and loading a whole index --------------------------------------
 
 Ids = npt.NDArray[np.int64]

@@ -45,6 +45,7 @@ from reverie.store.embedding import (
     embedder_for_model,
 )
 from reverie.store.index_file import CorruptIndex, read_header
+from reverie.store.scoped_index import Members, ScopedIndexes, stored_vectors
 from reverie.store.vector_index import DEFAULT_NAME, HnswParams, Neighbours, VectorIndex
 from reverie.store.vectors import Change
 
@@ -70,43 +71,6 @@ class _Abandoned(Exception):
     """A rebuild stopped because the daemon is stopping."""
 
 
-class _Members:
-    """Which workspace each indexed id belongs to: the filter for vector search.
-
-    A compact array of workspace codes indexed by memory id, so the per-label
-    filter hnswlib calls is one array lookup.
-    """
-
-    def __init__(self) -> None:
-        self.codes: dict[str, int] = {}
-        self.of: np.ndarray = np.zeros(1024, dtype=np.int32)  # 0: not indexed
-        self.sizes: dict[int, int] = {}
-
-    def code(self, workspace: str) -> int:
-        return self.codes.setdefault(workspace, len(self.codes) + 1)
-
-    def set(self, mid: int, workspace: str | None) -> None:
-        if mid >= len(self.of):
-            grown = np.zeros(max(mid + 1, 2 * len(self.of)), dtype=np.int32)
-            grown[: len(self.of)] = self.of
-            self.of = grown
-        old = int(self.of[mid])
-        new = 0 if workspace is None else self.code(workspace)
-        if old:
-            self.sizes[old] -= 1
-        if new:
-            self.sizes[new] = self.sizes.get(new, 0) + 1
-        self.of[mid] = new
-
-    def allowed(self, workspace: str) -> tuple[Callable[[int], bool], float] | None:
-        code = self.codes.get(workspace)
-        total = sum(self.sizes.values())
-        if code is None or not total:
-            return None
-        of = self.of
-        return (lambda label: label < len(of) and of[label] == code), self.sizes[code] / total
-
-
 class _Generation:
     """One model's embedder, index and membership, built and served together."""
 
@@ -114,7 +78,8 @@ class _Generation:
         self.embedder = embedder
         self.index = index
         self.seq = seq
-        self.members = _Members()
+        self.members = Members()
+        self.scoped = ScopedIndexes(index.dim, index.model_id, index.params)
         # Vectors computed since the last save: stored in SQLite with the
         # index, off the write path (a crash only means re-embedding them).
         self.unsaved: dict[int, tuple[str, Vectors]] = {}
@@ -163,6 +128,15 @@ class Indexer:
     def indexed_seq(self) -> int:
         return self._serving.seq if self._serving else 0
 
+    def workspace_indexes(self) -> tuple[int, int]:
+        """Small workspaces with an index of their own, and those still waiting for one."""
+        gen = self._serving
+        if gen is None:
+            return 0, 0
+        small = gen.members.small()
+        built = sum(1 for ws in small if gen.scoped.get(ws) is not None)
+        return len(gen.scoped.by_ws), len(small) - built
+
     def neighbours(
         self, query: str, k: int, *, workspace: str | None, doc_freq: DocFreq
     ) -> Neighbours | None:
@@ -183,6 +157,9 @@ class Indexer:
             return None
         allowed = share = None
         if workspace is not None:
+            scoped = gen.scoped.query(workspace, vec, k)
+            if scoped is not None:
+                return scoped
             found = gen.members.allowed(workspace)
             if found is None:
                 return Neighbours(np.zeros(0, np.int64), np.zeros(0, np.float32))
@@ -226,6 +203,8 @@ class Indexer:
                 else:
                     await self._catch_up()
                     await self._maybe_save()
+                    if await trio.to_thread.run_sync(self._build_scoped):
+                        self._wake.set()  # more to build: after a catch-up, not a nap
                 with trio.move_on_after(self._idle_wait()):
                     await self._wake.wait()
                     await self._quiet_period()
@@ -282,11 +261,13 @@ class Indexer:
         ):
             if index.contains(int(mid)):
                 gen.members.set(int(mid), str(ws))
+        gen.scoped.load(self.directory, gen.members.small(), header.seq)
         log.info(
-            "vector index loaded model=%s vectors=%d seq=%d",
+            "vector index loaded model=%s vectors=%d seq=%d workspace indexes=%d",
             embedder.model_id,
             index.live_count,
             header.seq,
+            len(gen.scoped.by_ws),
         )
         return gen
 
@@ -387,17 +368,57 @@ class Indexer:
                 have[c.id] = fresh[i]
                 gen.unsaved[c.id] = (c.content_hash, fresh[i])
             time.sleep(0)  # let the event loop and the writer have the GIL
+        added: list[tuple[int, str, Vectors]] = []
+        moved: list[tuple[int, str]] = []  # (id, the workspace it leaves)
         if active:
             ids = np.array([c.id for c in active], dtype=np.int64)
             gen.index.add(ids, np.stack([have[c.id] for c in active]))
             for c in active:
+                old = gen.members.workspace_of(c.id)
+                if old is not None and old != c.workspace:
+                    moved.append((c.id, old))
                 gen.members.set(c.id, c.workspace)
+                added.append((c.id, c.workspace, have[c.id]))
         gone = [c.id for c in changes if not c.active]
         if gone:
             gen.index.remove(np.array(gone, dtype=np.int64))
             for mid in gone:
+                old = gen.members.workspace_of(mid)
+                if old is not None:
+                    moved.append((mid, old))
                 gen.members.set(mid, None)
+        gen.scoped.apply(added, moved)
         gen.dirty = True
+
+    def _build_scoped(self) -> bool:
+        """Give one more small workspace its own index; True if others still lack one.
+
+        One at a time, so that the loop catches up with writes in between.
+        """
+        gen, conn = self._serving, self._conn
+        if gen is None or conn is None:
+            return False
+        missing = [ws for ws in gen.members.small() if gen.scoped.get(ws) is None]
+        if not missing:
+            return False
+        ws, model = missing[0], gen.embedder.model_id
+        started = time.monotonic()
+        built = gen.scoped.build(
+            ws,
+            gen.members.ids_of(ws),
+            read=lambda ids: stored_vectors(conn, model, ids, gen.unsaved),
+            stopping=lambda: self._stopping,
+        )
+        if not built:
+            return False  # abandoned, or vectors missing: a rebuild sorts it out
+        gen.dirty = True
+        log.info(
+            "workspace index built workspace=%s vectors=%d in %.1fs",
+            ws,
+            gen.members.sizes.get(gen.members.codes[ws], 0),
+            time.monotonic() - started,
+        )
+        return len(missing) > 1
 
     async def _maybe_save(self) -> None:
         gen = self._serving
@@ -420,6 +441,7 @@ class Indexer:
             for mid, _ in pending:
                 gen.unsaved.pop(mid, None)
             gen.index.save(self.directory, seq=seq)
+            gen.scoped.save(self.directory, seq)
         except ReverieError as e:
             log.error("saving the vector index failed: %s", e.message)
             return

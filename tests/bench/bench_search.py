@@ -128,9 +128,10 @@ def _insert(conn: Any, batch: list[tuple[Any, ...]]) -> int:
 
 def prepare(root: Path, n: int, seed: int, workspaces: int) -> None:
     """Make root/d-data hold the corpus (n, seed, workspaces), reusing it if it does."""
-    # The schema's text, not just its version: a store built before a change
-    # to a migration is rebuilt.
-    fingerprint = hashlib.sha256("".join(schema.MIGRATIONS).encode()).hexdigest()[:16]
+    # The text of the migrations that shape memories and their vectors (v1,
+    # v2), not just the version: a store built before a change to one of them
+    # is rebuilt. Later migrations add other tables; the daemon applies them.
+    fingerprint = hashlib.sha256("".join(schema.MIGRATIONS[:2]).encode()).hexdigest()[:16]
     recipe = {
         "n": n,
         "seed": seed,
@@ -188,9 +189,20 @@ def wait_for_index(client: Client, timeout: float) -> None:
     while True:
         index = client.status().index
         phase = index.phase if index else "off"
-        if phase == "ready":
-            print(f"vector index ready after {time.perf_counter() - t0:.0f} s")
-            return
+        if phase == "ready" and index and index.pending == 0:
+            if index.workspace_indexes_pending == 0:
+                print(
+                    f"vector index ready after {time.perf_counter() - t0:.0f} s "
+                    f"({index.workspace_indexes} workspace indexes)"
+                )
+                return
+            print(
+                f"  workspace indexes: {index.workspace_indexes} built, "
+                f"{index.workspace_indexes_pending} to build",
+                end="\r",
+            )
+            time.sleep(2)
+            continue
         if phase in ("failed", "off") or time.perf_counter() - t0 > timeout:
             sys.exit(f"vector index not ready ({phase}): {index}")
         print(
