@@ -15,6 +15,7 @@ from typing import TypeVar
 import apsw
 import outcome
 import trio
+from reverie.errors import ReverieError
 from reverie.rpc.protocol import (
     ExportResult,
     ForgetResult,
@@ -30,6 +31,7 @@ from reverie.store.writer import Writer
 
 T = TypeVar("T")
 DB_FILENAME = "reverie.db"
+RECALL_FLUSH_S = 1.0
 log = logging.getLogger("reverie.store.database")
 
 
@@ -41,6 +43,8 @@ class Database:
         self._reader_count = readers
         self._free: list[apsw.Connection] = []
         self._read_slots = trio.Semaphore(readers)
+        self._recalls: list[tuple[str, list[tuple[int, float]]]] = []
+        self._recall_flush_pending = False
 
     @classmethod
     def open_blocking(cls, data_dir: Path, **kwargs: object) -> Database:
@@ -62,6 +66,12 @@ class Database:
         return await trio.to_thread.run_sync(lambda: cls.open_blocking(data_dir, **kwargs))
 
     def close_blocking(self) -> None:
+        batch, self._recalls = self._recalls, []
+        if batch:
+            try:
+                self._writer.run_sync(lambda c: recalls.record_many(c, batch))
+            except ReverieError as e:
+                log.warning("recording recalls at close failed: %s", e.message)
         self._writer.close()
         for conn in self._free:
             conn.close()
@@ -117,16 +127,30 @@ class Database:
         return ImportResult(added=added, skipped=skipped)
 
     def record_recalls(self, query: str, hits: list[tuple[int, float]]) -> None:
-        """Note which memories a search returned; the search does not wait for it."""
+        """Note which memories a search returned; the search does not wait for it.
+
+        Recalls are statistics for the dreaming phases, not user data: they
+        are buffered and written once per RECALL_FLUSH_S (and at close), so a
+        stream of searches costs the writer one small transaction a second
+        instead of one commit each. A crash loses at most that second.
+        """
         if not hits:
             return
-        qhash = recalls.query_hash(query)
+        self._recalls.append((recalls.query_hash(query), hits))
+        if not self._recall_flush_pending:
+            self._recall_flush_pending = True
+            trio.lowlevel.spawn_system_task(self._flush_recalls_soon)
+
+    async def _flush_recalls_soon(self) -> None:
+        await trio.sleep(RECALL_FLUSH_S)
+        self._recall_flush_pending = False
+        batch, self._recalls = self._recalls, []
 
         def done(result: outcome.Outcome[object]) -> None:
             if isinstance(result, outcome.Error):
                 log.warning("recording recalls failed: %s", result.error)
 
-        self._writer.submit(lambda c: recalls.record(c, qhash, hits), done)
+        self._writer.submit(lambda c: recalls.record_many(c, batch), done)
 
     async def max_seq(self) -> int:
         return await self.read(vectors.max_seq)

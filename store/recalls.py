@@ -37,3 +37,11 @@ def record(conn: apsw.Connection, qhash: str, hits: Sequence[tuple[int, float]])
             "distinct_queries = distinct_queries + ? WHERE id = ?",
             (now, 0 if seen else 1, mid),
         )
+
+
+def record_many(
+    conn: apsw.Connection, batch: Sequence[tuple[str, Sequence[tuple[int, float]]]]
+) -> None:
+    """Several searches' recalls, (query hash, hits) each, in one transaction."""
+    for qhash, hits in batch:
+        record(conn, qhash, hits)
