@@ -1,4 +1,4 @@
-"""Recalls are buffered and written once a second, and at close: on a real database, MockClock time."""
+"""Recalls are buffered, written once a second and at close (real database, MockClock)."""
 
 from __future__ import annotations
 

@@ -50,7 +50,9 @@ def test_build_apply_and_query_agree_with_exact_search() -> None:
 
     # A memory leaves, another moves in from "big", a third is added.
     new = vecs(1, 9)[0]
-    scoped.apply(added=[(10, "small", q), (400, "small", new)], removed=[(261, "small"), (10, "big")])
+    scoped.apply(
+        added=[(10, "small", q), (400, "small", new)], removed=[(261, "small"), (10, "big")]
+    )
     found = scoped.query("small", q, 60)
     assert found is not None
     ids = found.ids.tolist()
@@ -122,7 +124,7 @@ def test_search_in_a_small_workspace_uses_its_own_index(short_tmp: Path) -> None
         wait_workspace_indexes(c, 1)
         assert c.status().index.workspace_indexes == 1  # type: ignore[union-attr]
         hits = c.search("pipelnie deploys wheels", mode="vector", workspace="proj").hits
-        assert [h.memory.id for h in hits][0] == ids["proj"][0]
+        assert hits[0].memory.id == ids["proj"][0]
         assert {h.memory.workspace for h in hits} == {"proj"}
 
         # Writes reach it: a new memory is found, a forgotten one is gone.
