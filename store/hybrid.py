@@ -116,18 +116,35 @@ def _fuse(
     top_lex = lex_ranked[0][1] if lex_ranked else 0.0
     for rank, (mid, score) in enumerate(lex_ranked, 1):
         c = cands.setdefault(mid, _Candidate(mid))
-        c.explain.lexical_rank, c.explain.lexical_score = rank, round(score, 6)
+        c.explain.lexical_rank, c.explain.lexical_score = rank, score
         if vec is None:
             c.score = score  # lexical only: keep BM25's own scale, nothing to fuse
         else:
             c.score += _part(cfg, cfg.lexical_weight, rank, score / top_lex if top_lex > 0 else 0.0)
     for rank, (mid, sim) in enumerate(vec or [], 1):
         c = cands.setdefault(mid, _Candidate(mid))
-        c.explain.vector_rank, c.explain.vector_score = rank, round(sim, 6)
+        c.explain.vector_rank, c.explain.vector_score = rank, sim
         c.score += _part(cfg, cfg.vector_weight, rank, max(0.0, sim))
     for c in cands.values():
-        c.explain.fused = round(c.score, 6)
+        c.explain.fused = c.score
     return cands
+
+
+def _rounded(ex: Explain) -> Explain:
+    """Explain's figures to 6 decimals: only for the hits returned (round() is not free)."""
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, 6)
+
+    return Explain(
+        lexical_rank=ex.lexical_rank,
+        lexical_score=r(ex.lexical_score),
+        vector_rank=ex.vector_rank,
+        vector_score=r(ex.vector_score),
+        fused=round(ex.fused, 6),
+        neighbour=round(ex.neighbour, 6),
+        boost=round(ex.boost, 6),
+    )
 
 
 def _part(cfg: SearchConfig, weight: float, rank: int, normalised: float) -> float:
@@ -144,7 +161,7 @@ def _context(conn: apsw.Connection, cands: dict[int, _Candidate]) -> None:
         c = cands.get(mid)
         if c is None:
             c = cands[mid] = _Candidate(mid)
-        c.explain.neighbour = round(score - c.score, 6)
+        c.explain.neighbour = score - c.score
         c.score = score
 
 
@@ -221,12 +238,12 @@ def _hits(conn: apsw.Connection, req: Search, kept: list[_Candidate]) -> list[Hi
             boost *= 1 + req.recency_boost * math.pow(0.5, age / RECENCY_HALF_LIFE_S)
         if req.importance_boost:
             boost *= 1 + req.importance_boost * hit.memory.importance
-        c.explain.boost = round(boost, 6)
+        c.explain.boost = boost
         out.append(
             Hit(
                 memory=hit.memory,
                 score=round(c.score * boost, 6),
-                explain=c.explain if req.explain else None,
+                explain=_rounded(c.explain) if req.explain else None,
             )
         )
     out.sort(key=lambda h: h.score, reverse=True)
