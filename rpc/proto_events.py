@@ -39,3 +39,51 @@ class PostEventsResult(Struct, kw_only=True):
     duplicates: int  # events whose key was already stored
     observations: int  # observation memories created from the new events
     dropped: int = 0  # events refused because capture is off for their workspace
+
+
+class ListEvents(_Request, tag="list_events"):
+    """The event log, newest first, optionally filtered; page with ``before_id``."""
+
+    workspace: Workspace | None = None
+    session_id: Annotated[str, Meta(max_length=200)] | None = None
+    type: Name | None = None
+    harness: Name | None = None
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 50
+    before_id: Annotated[int, Meta(ge=1)] | None = None
+
+
+class StoredEvent(Struct, kw_only=True):
+    id: int
+    key: str
+    harness: str
+    type: str
+    workspace: str
+    session_id: str | None
+    payload: dict[str, Any]  # redacted (and trimmed) as stored
+    at: dt.datetime  # when it happened (as posted, else when received)
+    received_at: dt.datetime | None  # when the daemon stored it
+
+
+class ListEventsResult(Struct, kw_only=True):
+    events: list[StoredEvent]
+    next_before_id: int | None  # pass as before_id for the next (older) page
+
+
+class Capture(_Request, tag="capture"):
+    """Turn capture on or off for a workspace (``enabled``), or just ask.
+
+    Without ``workspace``, list every workspace that has a setting.
+    """
+
+    workspace: Workspace | None = None
+    enabled: bool | None = None
+
+
+class CaptureState(Struct, kw_only=True):
+    workspace: str
+    enabled: bool
+    updated_at: dt.datetime | None  # None: never set (capture is on by default)
+
+
+class CaptureResult(Struct, kw_only=True):
+    workspaces: list[CaptureState]
