@@ -9,6 +9,7 @@ the failure happened locally or inside the daemon.
     │   ├── InvalidParams     a request's fields do not validate
     │   ├── UnknownMethod     no such RPC method
     │   ├── NotFound          no such memory (or other object)
+    │   ├── Conflict          the object changed meanwhile (e.g. an expected version)
     │   └── ConfigError       the configuration file or environment is wrong
     ├── ProtocolError         the bytes on the wire are wrong
     │   ├── MalformedFrame    the body is not msgpack / not a request
@@ -41,6 +42,7 @@ from typing import Any, ClassVar
 __all__ = [
     "AccessDenied",
     "ConfigError",
+    "Conflict",
     "ConnectionLost",
     "CorruptIndex",
     "DaemonNotRunning",
@@ -95,6 +97,10 @@ class UnknownMethod(UsageError):
 
 class NotFound(UsageError):
     code = "not_found"
+
+
+class Conflict(UsageError):
+    code = "conflict"
 
 
 class ConfigError(UsageError):

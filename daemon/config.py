@@ -111,12 +111,33 @@ class SearchConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaul
     record_recalls: bool = True
 
 
+class SessionsConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """The ``[sessions]`` section: when a silent session counts as stale."""
+
+    # A session silent this long is marked stale and its claims lapse
+    # (decided when read; nothing is deleted).
+    stale_after_s: Annotated[float, Meta(gt=0, le=30 * 86400)] = 1800.0
+
+
+class EventsConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """The ``[events]`` section: the spool that hooks fall back on (rpc/spool.py)."""
+
+    # "": $REVERIE_SPOOL_DIR, else <data_dir>/spool. Hooks read the same setting.
+    spool_dir: str = ""
+    # The spool is drained at start, then this often (0: only at start). It
+    # fills only when a hook could not reach a running daemon, and an empty
+    # directory costs one scandir: 5 s keeps such events searchable soon.
+    spool_interval_s: Annotated[float, Meta(ge=0, le=86400)] = 5.0
+
+
 class Config(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     embedder: EmbedderConfig = msgspec.field(default_factory=EmbedderConfig)
     index: IndexConfig = msgspec.field(default_factory=IndexConfig)
     search: SearchConfig = msgspec.field(default_factory=SearchConfig)
+    sessions: SessionsConfig = msgspec.field(default_factory=SessionsConfig)
+    events: EventsConfig = msgspec.field(default_factory=EventsConfig)
 
     @property
     def data_path(self) -> Path:

@@ -23,8 +23,10 @@ from reverie.daemon import datadir, logs
 from reverie.daemon.config import Config
 from reverie.daemon.listen import allowed_uids, bind_unix_socket
 from reverie.daemon.server import Server
+from reverie.daemon.spool_drain import SpoolDrainer  # events
 from reverie.daemon.systemd import Notifier, activated_socket, watchdog_interval, watchdog_loop
 from reverie.errors import ReverieError
+from reverie.rpc import spool  # events
 from reverie.rpc.dispatch import Dispatcher, ServerInfo
 from reverie.store.database import Database
 from reverie.store.embedding import make_embedder
@@ -88,7 +90,13 @@ class _Daemon:
             connections=lambda: server.active,
         )
         self.indexer = self._indexer()
-        dispatcher = Dispatcher(self.db, info, search=self.cfg.search, indexer=self.indexer)
+        dispatcher = Dispatcher(
+            self.db,
+            info,
+            search=self.cfg.search,
+            indexer=self.indexer,
+            sessions=self.cfg.sessions,  # sessions: when a silent session is stale
+        )
         server = Server(
             self.cfg.daemon, dispatcher.handle, allowed_uids(self.cfg.daemon.allowed_uids)
         )
@@ -106,6 +114,15 @@ class _Daemon:
                 if interval := watchdog_interval():
                     nursery.start_soon(watchdog_loop, self.notifier, interval, self._healthy)
                 nursery.start_soon(self._status_loop, server)
+                # events: drain the hooks' spool now, then on a timer
+                ix = self.indexer
+                drainer = SpoolDrainer(
+                    self.db,
+                    spool.dir_for(self.cfg),
+                    interval_s=self.cfg.events.spool_interval_s,
+                    on_written=ix.notify if ix is not None else lambda: None,
+                )
+                nursery.start_soon(drainer.run)
                 await self.stop_requested.wait()
                 if self.indexer is not None:
                     self.indexer.stop()

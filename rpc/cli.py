@@ -27,6 +27,7 @@ from reverie.errors import (
     TransportError,
     UsageError,
 )
+from reverie.rpc import cli_episodes, cli_events, cli_hook, cli_sessions
 from reverie.rpc._cli_base import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
@@ -340,10 +341,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_import)
 
     # Each feature's commands (rpc/cli_<feature>.py), in the order of `--help`.
+    cli_events.add_commands(sub)
+    cli_episodes.add_commands(sub)
+    cli_sessions.add_commands(sub)
+    cli_hook.add_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # -- hooks (rpc/hook.py): no parser, which would exit 2 on a bad argument.
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["hook"] and not {"-h", "--help"} & set(words[1:]):
+        from reverie.rpc.hook import main as hook_main
+
+        return hook_main(words[1:])
     args = build_parser().parse_args(argv)
     try:
         if not getattr(args, "needs_client", True):

@@ -12,8 +12,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from reverie import __version__
-from reverie.daemon.config import SearchConfig
+from reverie.daemon.config import SearchConfig, SessionsConfig
 from reverie.errors import UnknownMethod
+from reverie.rpc.proto_episodes import (
+    CompleteEpisode,
+    GetEpisode,
+    ListEpisodes,
+    LogStep,
+    SimilarEpisodes,
+    StartEpisode,
+)
+from reverie.rpc.proto_events import Capture, ListEvents, PostEvents  # events
+from reverie.rpc.proto_sessions import (  # sessions
+    Brief,
+    Claim,
+    Claims,
+    Release,
+    SessionEnd,
+    SessionGet,
+    SessionHeartbeat,
+    SessionList,
+    SessionLog,
+    SessionLogs,
+    SessionStart,
+    Sitrep,
+    WorldGet,
+    WorldSet,
+)
 from reverie.rpc.protocol import (
     Export,
     Forget,
@@ -31,7 +56,10 @@ from reverie.rpc.protocol import (
     StatusResult,
 )
 from reverie.store import hybrid
+from reverie.store.coordination import Coordination  # sessions
 from reverie.store.database import Database
+from reverie.store.episodes import serve as serve_episode
+from reverie.store.events import serve as serve_events  # events
 from reverie.store.indexer import Indexer
 
 
@@ -46,12 +74,19 @@ class ServerInfo:
 
 class Dispatcher:
     def __init__(
-        self, db: Database, info: ServerInfo, *, search: SearchConfig, indexer: Indexer | None
+        self,
+        db: Database,
+        info: ServerInfo,
+        *,
+        search: SearchConfig,
+        indexer: Indexer | None,
+        sessions: SessionsConfig | None = None,
     ) -> None:
         self.db = db
         self.info = info
         self.search_cfg = search
         self.indexer = indexer
+        self.coordination = Coordination(db, sessions or SessionsConfig(), search, indexer)
 
     def _written(self) -> None:
         if self.indexer is not None:
@@ -83,6 +118,38 @@ class Dispatcher:
                 return imported
             case Status():
                 return await self._status()
+            # -- events (store/events.py)
+            case PostEvents() | ListEvents() | Capture():
+                return await serve_events(self.db, req, written=self._written)
+            # -- sessions, world state, claims, sitrep, brief (store/coordination.py)
+            case (
+                SessionStart()
+                | SessionHeartbeat()
+                | SessionEnd()
+                | SessionGet()
+                | SessionList()
+                | SessionLog()
+                | SessionLogs()
+                | WorldGet()
+                | WorldSet()
+                | Claim()
+                | Release()
+                | Claims()
+                | Sitrep()
+                | Brief()
+            ):
+                return await self.coordination.handle(req)
+            # -- episodes (store/episodes.py)
+            case (
+                StartEpisode()
+                | LogStep()
+                | CompleteEpisode()
+                | GetEpisode()
+                | ListEpisodes()
+                | SimilarEpisodes()
+            ):
+                cfg, ix, wrote = self.search_cfg, self.indexer, self._written
+                return await serve_episode(self.db, req, search=cfg, indexer=ix, written=wrote)
             case _:
                 raise UnknownMethod(f"method {type(req).__name__} is not served here")
 

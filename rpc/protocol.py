@@ -35,8 +35,54 @@ from reverie.rpc._base import (
     Workspace,
     _Request,
 )
-from reverie.rpc.proto_events import PostEvents, PostEventsResult
-from reverie.rpc.proto_sessions import Brief, BriefResult
+from reverie.rpc.proto_episodes import (
+    CompleteEpisode,
+    Episode,
+    EpisodeList,
+    EpisodeStarted,
+    GetEpisode,
+    ListEpisodes,
+    LogStep,
+    SimilarEpisodes,
+    SimilarEpisodesResult,
+    StartEpisode,
+    StepLogged,
+)
+from reverie.rpc.proto_events import (
+    Capture,
+    CaptureResult,
+    ListEvents,
+    ListEventsResult,
+    PostEvents,
+    PostEventsResult,
+)
+from reverie.rpc.proto_sessions import (
+    Brief,
+    BriefResult,
+    Claim,
+    ClaimResult,
+    Claims,
+    ClaimsResult,
+    Release,
+    ReleaseResult,
+    SessionEnd,
+    SessionGet,
+    SessionHeartbeat,
+    SessionInfo,
+    SessionList,
+    SessionListResult,
+    SessionLog,
+    SessionLogEntry,
+    SessionLogs,
+    SessionLogsResult,
+    SessionStart,
+    SessionStartResult,
+    Sitrep,
+    SitrepResult,
+    WorldGet,
+    WorldSet,
+    WorldState,
+)
 
 # Re-exported: clients and tests import these from here.
 __all__ = ["DEFAULT_WORKSPACE", "PROTOCOL_VERSION", "SQLITE_MAX_INT", "_Request"]
@@ -141,9 +187,30 @@ Request: TypeAlias = (
     Hello | Ping | Status | Remember | Get | Forget | Search | Export | Import
     # -- events (rpc/proto_events.py)
     | PostEvents
+    | ListEvents
+    | Capture
     # -- sessions, world state, claims, sitrep, brief (rpc/proto_sessions.py)
+    | SessionStart
+    | SessionHeartbeat
+    | SessionEnd
+    | SessionGet
+    | SessionList
+    | SessionLog
+    | SessionLogs
+    | WorldGet
+    | WorldSet
+    | Claim
+    | Release
+    | Claims
+    | Sitrep
     | Brief
     # -- episodes (rpc/proto_episodes.py)
+    | StartEpisode
+    | LogStep
+    | CompleteEpisode
+    | GetEpisode
+    | ListEpisodes
+    | SimilarEpisodes
 )
 
 
@@ -272,9 +339,26 @@ Result: TypeAlias = (
     | ImportResult
     # -- events (rpc/proto_events.py)
     | PostEventsResult
+    | ListEventsResult
+    | CaptureResult
     # -- sessions, world state, claims, sitrep, brief (rpc/proto_sessions.py)
+    | SessionStartResult
+    | SessionInfo
+    | SessionListResult
+    | SessionLogEntry
+    | SessionLogsResult
+    | WorldState
+    | ClaimResult
+    | ReleaseResult
+    | ClaimsResult
+    | SitrepResult
     | BriefResult
     # -- episodes (rpc/proto_episodes.py)
+    | EpisodeStarted
+    | StepLogged
+    | Episode
+    | EpisodeList
+    | SimilarEpisodesResult
 )
 
 # Which result type each request expects: the client decodes with it.
@@ -290,9 +374,30 @@ RESULT_TYPES: dict[type[_Request], type[Struct]] = {
     Import: ImportResult,
     # -- events (rpc/proto_events.py)
     PostEvents: PostEventsResult,
+    ListEvents: ListEventsResult,
+    Capture: CaptureResult,
     # -- sessions, world state, claims, sitrep, brief (rpc/proto_sessions.py)
+    SessionStart: SessionStartResult,
+    SessionHeartbeat: SessionInfo,
+    SessionEnd: SessionInfo,
+    SessionGet: SessionInfo,
+    SessionList: SessionListResult,
+    SessionLog: SessionLogEntry,
+    SessionLogs: SessionLogsResult,
+    WorldGet: WorldState,
+    WorldSet: WorldState,
+    Claim: ClaimResult,
+    Release: ReleaseResult,
+    Claims: ClaimsResult,
+    Sitrep: SitrepResult,
     Brief: BriefResult,
     # -- episodes (rpc/proto_episodes.py)
+    StartEpisode: EpisodeStarted,
+    LogStep: StepLogged,
+    CompleteEpisode: Episode,
+    GetEpisode: Episode,
+    ListEpisodes: EpisodeList,
+    SimilarEpisodes: SimilarEpisodesResult,
 }
 
 METHOD_NAMES: frozenset[str] = frozenset(str(cls.__struct_config__.tag) for cls in RESULT_TYPES)

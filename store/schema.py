@@ -159,10 +159,98 @@ CREATE INDEX embeddings_by_model ON embeddings (model);
 # Issue 4. One migration per feature, each owned by its store module's
 # author; until a release ships, a migration not yet released may still change.
 _V3_EVENTS = """
+-- events (store/events.py). `created_at` is when the event happened (as
+-- posted, else when received); `received_at` when the daemon stored it (a
+-- spooled event arrives later).
+ALTER TABLE events ADD COLUMN received_at REAL;
+CREATE INDEX events_by_workspace ON events (workspace, id);
+-- Capture per workspace: a row with capture = 0 makes the daemon drop that
+-- workspace's events. No row means on.
+CREATE TABLE capture_settings (
+    workspace   TEXT PRIMARY KEY,
+    capture     INTEGER NOT NULL CHECK (capture IN (0, 1)),
+    updated_at  REAL    NOT NULL
+) STRICT;
 """
 _V4_SESSIONS = """
+-- Sessions (store/sessions.py): what a session set out to do and its last
+-- progress note; `summary` (V1) is what it did, given when it ended.
+ALTER TABLE sessions ADD COLUMN description TEXT NOT NULL DEFAULT '';
+ALTER TABLE sessions ADD COLUMN progress TEXT NOT NULL DEFAULT '';
+CREATE INDEX sessions_by_workspace ON sessions (workspace, status, last_seen_at);
+CREATE TABLE session_logs (
+    id          INTEGER PRIMARY KEY,
+    session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    at          REAL NOT NULL,
+    level       TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    message     TEXT NOT NULL
+) STRICT;
+CREATE INDEX session_logs_by_session ON session_logs (session_id, id);
+-- One document per workspace (store/world.py); every version is kept.
+CREATE TABLE world_state (
+    id          INTEGER PRIMARY KEY,
+    workspace   TEXT    NOT NULL,
+    version     INTEGER NOT NULL,
+    content     TEXT    NOT NULL,
+    updated_at  REAL    NOT NULL,
+    updated_by  TEXT    NOT NULL DEFAULT '',
+    UNIQUE (workspace, version)
+) STRICT;
+-- Claims (store/claims.py): one holder per resource; held only while the
+-- holding session is active and not stale (decided when read).
+CREATE TABLE resource_locks (
+    workspace   TEXT NOT NULL,
+    resource    TEXT NOT NULL,
+    session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    claimed_at  REAL NOT NULL,
+    note        TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (workspace, resource)
+) STRICT;
+CREATE INDEX resource_locks_by_session ON resource_locks (session_id);
+-- The briefing's standing memories (store/brief.py): a workspace's active
+-- long-term ones by importance. Partial, so that the short-term memories
+-- written on every event never pay for it.
+CREATE INDEX memories_long ON memories (workspace, importance)
+WHERE tier = 'long' AND state = 'active';
 """
 _V5_EPISODES = """
+-- A task's run (store/episodes.py). The counters are kept on the row as
+-- steps arrive, so that numbering a step, listing and scoring read no steps.
+CREATE TABLE episodes (
+    id            INTEGER PRIMARY KEY,
+    workspace     TEXT    NOT NULL,
+    session_id    TEXT,
+    description   TEXT    NOT NULL,
+    task_type     TEXT    NOT NULL,
+    context       TEXT    NOT NULL DEFAULT '{}',   -- JSON: language, framework, domain, tags
+    started_at    REAL    NOT NULL,
+    completed_at  REAL,
+    outcome       TEXT    CHECK (outcome IN ('success', 'partial', 'failure')),
+    notes         TEXT    NOT NULL DEFAULT '',
+    reward        REAL,
+    reward_detail TEXT,                            -- JSON: the reward's components
+    step_count    INTEGER NOT NULL DEFAULT 0,
+    error_count   INTEGER NOT NULL DEFAULT 0,
+    latency_ms    INTEGER NOT NULL DEFAULT 0,
+    memory_id     INTEGER REFERENCES memories(id) ON DELETE SET NULL,
+    CHECK ((completed_at IS NULL) = (outcome IS NULL))
+) STRICT;
+CREATE INDEX episodes_by_workspace ON episodes (workspace, id);
+CREATE INDEX episodes_by_memory ON episodes (memory_id) WHERE memory_id IS NOT NULL;
+CREATE TABLE steps (
+    episode_id  INTEGER NOT NULL REFERENCES episodes(id) ON DELETE CASCADE,
+    n           INTEGER NOT NULL,                  -- 1, 2, ... in arrival order
+    tool        TEXT    NOT NULL,
+    action      TEXT    NOT NULL,
+    parameters  TEXT    NOT NULL DEFAULT '{}',     -- JSON, redacted
+    success     INTEGER NOT NULL CHECK (success IN (0, 1)),
+    result      TEXT    NOT NULL DEFAULT '',
+    error       TEXT    NOT NULL DEFAULT '',
+    latency_ms  INTEGER NOT NULL DEFAULT 0,
+    at          REAL    NOT NULL,
+    PRIMARY KEY (episode_id, n)
+) STRICT, WITHOUT ROWID;
 """
 
 MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_EVENTS, _V4_SESSIONS, _V5_EPISODES)
