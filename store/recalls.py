@@ -23,25 +23,46 @@ def query_hash(query: str) -> str:
 
 
 def record(conn: apsw.Connection, qhash: str, hits: Sequence[tuple[int, float]]) -> None:
-    now = time.time()
-    for mid, score in hits:
-        seen = conn.execute(
-            "SELECT 1 FROM recalls WHERE memory_id = ? AND query_hash = ? LIMIT 1", (mid, qhash)
-        ).get
-        conn.execute(
-            "INSERT INTO recalls (memory_id, query_hash, score, recalled_at) VALUES (?, ?, ?, ?)",
-            (mid, qhash, score, now),
-        )
-        conn.execute(
-            "UPDATE memories SET recall_count = recall_count + 1, last_recalled_at = ?, "
-            "distinct_queries = distinct_queries + ? WHERE id = ?",
-            (now, 0 if seen else 1, mid),
-        )
+    record_many(conn, [(qhash, hits)])
 
 
 def record_many(
     conn: apsw.Connection, batch: Sequence[tuple[str, Sequence[tuple[int, float]]]]
 ) -> None:
-    """Several searches' recalls, (query hash, hits) each, in one transaction."""
-    for qhash, hits in batch:
-        record(conn, qhash, hits)
+    """Several searches' recalls, (query hash, hits) each, in one transaction.
+
+    Three statements for the whole batch (executemany), not three per hit.
+    A query counts as distinct for a memory the first time the pair is seen.
+    """
+    now = time.time()
+    rows = [(mid, qhash, score, now) for qhash, hits in batch for mid, score in hits]
+    if not rows:
+        return
+    pairs = {(mid, qhash) for mid, qhash, _, _ in rows}
+    mids = sorted({mid for mid, _ in pairs})
+    seen: set[tuple[int, str]] = set()
+    for start in range(0, len(mids), 500):
+        part = mids[start : start + 500]
+        marks = ",".join("?" * len(part))
+        seen.update(
+            (int(m), str(q))
+            for m, q in conn.execute(
+                f"SELECT DISTINCT memory_id, query_hash FROM recalls WHERE memory_id IN ({marks})",
+                part,
+            )
+            if (int(m), str(q)) in pairs
+        )
+    conn.executemany(
+        "INSERT INTO recalls (memory_id, query_hash, score, recalled_at) VALUES (?, ?, ?, ?)", rows
+    )
+    count: dict[int, int] = {}
+    for mid, _, _, _ in rows:
+        count[mid] = count.get(mid, 0) + 1
+    fresh: dict[int, int] = {}
+    for mid, _ in pairs - seen:
+        fresh[mid] = fresh.get(mid, 0) + 1
+    conn.executemany(
+        "UPDATE memories SET recall_count = recall_count + ?, last_recalled_at = ?, "
+        "distinct_queries = distinct_queries + ? WHERE id = ?",
+        [(n, now, fresh.get(mid, 0), mid) for mid, n in count.items()],
+    )
