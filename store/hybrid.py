@@ -41,6 +41,9 @@ class _Candidate:
     id: int
     explain: Explain = field(default_factory=Explain)
     score: float = 0.0
+    # Read with the filters, for the boosts: only the hits returned are fetched whole.
+    observed_at: float = 0.0
+    importance: float = 0.0
 
 
 @dataclass(slots=True)
@@ -207,44 +210,48 @@ def _filtered(conn: apsw.Connection, req: Search, ranked: list[_Candidate]) -> l
         chunk = ranked[start : start + FILTER_BATCH]
         marks = ",".join("?" * len(chunk))
         ok = {
-            int(r[0])
+            int(r[0]): r
             for r in conn.execute(
-                f"SELECT m.id FROM memories m WHERE m.id IN ({marks}) AND {where}",
+                f"SELECT m.id, m.observed_at, m.importance FROM memories m "
+                f"WHERE m.id IN ({marks}) AND {where}",
                 (*(c.id for c in chunk), *args),
             )
         }
-        kept.extend(c for c in chunk if c.id in ok)
+        for c in chunk:
+            row = ok.get(c.id)
+            if row is not None:
+                c.observed_at, c.importance = float(row[1]), float(row[2])
+                kept.append(c)
         if len(kept) >= req.limit and not (req.recency_boost or req.importance_boost):
             break
     return kept
 
 
 def _hits(conn: apsw.Connection, req: Search, kept: list[_Candidate]) -> list[Hit]:
+    """The best `limit` after the boosts; only those are read whole from SQLite."""
     if not kept:
         return []
-    if not (req.recency_boost or req.importance_boost):
-        kept = kept[: req.limit]  # boosts may reorder; without them the order is final
+    if req.recency_boost or req.importance_boost:
+        now = time.time()
+        for c in kept:
+            boost = 1.0
+            if req.recency_boost:
+                age = max(0.0, now - c.observed_at)
+                boost *= 1 + req.recency_boost * math.pow(0.5, age / RECENCY_HALF_LIFE_S)
+            if req.importance_boost:
+                boost *= 1 + req.importance_boost * c.importance
+            c.explain.boost = boost
+            c.score *= boost
+        kept = sorted(kept, key=lambda c: c.score, reverse=True)
+    kept = kept[: req.limit]
     rows = lexical.fetch_hits(conn, [(c.id, c.score) for c in kept])
     by_id = {h.memory.id: h for h in rows}
-    now = time.time()
-    out: list[Hit] = []
-    for c in kept:
-        hit = by_id.get(c.id)
-        if hit is None:
-            continue
-        boost = 1.0
-        if req.recency_boost:
-            age = max(0.0, now - hit.memory.observed_at.timestamp())
-            boost *= 1 + req.recency_boost * math.pow(0.5, age / RECENCY_HALF_LIFE_S)
-        if req.importance_boost:
-            boost *= 1 + req.importance_boost * hit.memory.importance
-        c.explain.boost = boost
-        out.append(
-            Hit(
-                memory=hit.memory,
-                score=round(c.score * boost, 6),
-                explain=_rounded(c.explain) if req.explain else None,
-            )
+    return [
+        Hit(
+            memory=by_id[c.id].memory,
+            score=round(c.score, 6),
+            explain=_rounded(c.explain) if req.explain else None,
         )
-    out.sort(key=lambda h: h.score, reverse=True)
-    return out[: req.limit]
+        for c in kept
+        if c.id in by_id
+    ]
