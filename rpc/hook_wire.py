@@ -53,24 +53,13 @@ def _pack(obj: Any, out: bytearray) -> None:
     elif isinstance(obj, str):
         # Lone surrogates (JSON allows "\ud800") are not UTF-8: replace them.
         data = obj.encode("utf-8", "replace")
-        n = len(data)
-        if n < 32:
-            out.append(0xA0 | n)
-        elif n < 0x100:
-            out += b"\xd9" + n.to_bytes(1, "big")
-        elif n < 0x10000:
-            out += b"\xda" + n.to_bytes(2, "big")
+        if len(data) < 32:
+            out.append(0xA0 | len(data))
         else:
-            out += b"\xdb" + n.to_bytes(4, "big")
+            _pack_size(len(data), out, b"\xd9", b"\xda", b"\xdb")
         out += data
     elif isinstance(obj, bytes | bytearray):
-        n = len(obj)
-        if n < 0x100:
-            out += b"\xc4" + n.to_bytes(1, "big")
-        elif n < 0x10000:
-            out += b"\xc5" + n.to_bytes(2, "big")
-        else:
-            out += b"\xc6" + n.to_bytes(4, "big")
+        _pack_size(len(obj), out, b"\xc4", b"\xc5", b"\xc6")
         out += obj
     elif isinstance(obj, list | tuple):
         _pack_len(len(obj), out, 0x90, b"\xdc", b"\xdd")
@@ -83,6 +72,16 @@ def _pack(obj: Any, out: bytearray) -> None:
             _pack(value, out)
     else:
         _pack(str(obj), out)
+
+
+def _pack_size(n: int, out: bytearray, m8: bytes, m16: bytes, m32: bytes) -> None:
+    """A str or bin header: the 8, 16 or 32-bit length form."""
+    if n < 0x100:
+        out += m8 + n.to_bytes(1, "big")
+    elif n < 0x10000:
+        out += m16 + n.to_bytes(2, "big")
+    else:
+        out += m32 + n.to_bytes(4, "big")
 
 
 def _pack_len(n: int, out: bytearray, fix: int, m16: bytes, m32: bytes) -> None:
