@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -43,11 +44,12 @@ from reverie.store.memories import next_seq
 from reverie.store.observations import (
     PAYLOAD_MAX_BYTES,
     Observation,
+    flat,
     jsonable,
     observe,
     trim_payload,
 )
-from reverie.store.redaction import redact, redact_obj, redact_obj_deriving
+from reverie.store.redaction import redact_obj, redact_objs_deriving
 
 _json = msgspec.json.Encoder()
 _json_decode = msgspec.json.Decoder(list[tuple[str, int]]).decode
@@ -69,6 +71,7 @@ class Prepared:
     observation: Observation | None  # text redacted
     obs_hash: str
     tags: str  # JSON
+    row: tuple[Any, ...] = ()  # its row of events, in _EVENT_COLUMNS order
 
 
 def _epoch(value: dt.datetime | None, default: float) -> float:
@@ -103,37 +106,47 @@ def observation_hash(text: str) -> str:
     point; tests/test_events.py checks), so joining the words with single
     spaces is what content_hash's substitution and strip produce.
     """
-    return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()[:32]
+    return hashlib.sha256(flat(text).encode()).hexdigest()[:32]
 
 
-def prepare_one(event: Event, now: float) -> Prepared:
-    """Redact, observe, trim and encode one event (CPU only: no database)."""
+def prepare(events: Sequence[Event], now: float) -> list[Prepared]:
+    """Redact, observe, trim and encode a batch of events (CPU only: no database)."""
     # Redact first, then observe (a long output concludes at its end), then
     # trim: trimming first could cut a secret into a piece that no longer
     # looks like one. The observation is built from the redacted fields and
     # redacted again, in case joining them assembled a secret (observe()
     # already left out fields that were nothing but redaction markers);
-    # redact_obj_deriving does both with one look at the strings when none
-    # holds a secret.
-    obs: Observation | None = None
+    # redact_objs_deriving does both, for the whole batch, with one look at
+    # the strings when none holds a secret.
+    made: list[Observation | None] = [None] * len(events)
 
-    def observe_text(redacted: Any) -> str:
-        nonlocal obs
-        obs = observe(event.type, redacted)
+    def observe_text(i: int, redacted: Any) -> str:
+        obs = made[i] = observe(events[i].type, redacted)
         return obs.text if obs is not None else ""
 
-    payload: dict[str, Any]
-    if event.payload:
-        payload, text = redact_obj_deriving(event.payload, observe_text)
-    else:
-        payload = {}
-        text = redact(observe_text(payload))
-    obs_hash = tags = ""
-    if obs is not None:
-        obs = obs._replace(text=text)
-        obs_hash = observation_hash(text)
-        tags = _tags_json(obs.tags)
-    return Prepared(event, _epoch(event.at, now), _payload_json(payload), obs, obs_hash, tags)
+    redacted = redact_objs_deriving([e.payload for e in events], observe_text)
+    out = []
+    for event, obs, (payload, text) in zip(events, made, redacted, strict=True):
+        obs_hash = tags = ""
+        if obs is not None:
+            if text is not obs.text:
+                obs = Observation(text, obs.tags, obs.importance)
+            obs_hash = observation_hash(text)
+            tags = _tags_json(obs.tags)
+        at = _epoch(event.at, now)
+        data = _payload_json(payload)
+        row = (
+            event.key,
+            event.harness,
+            event.session_id,
+            event.workspace,
+            event.type,
+            data,
+            at,
+            now,
+        )
+        out.append(Prepared(event, at, data, obs, obs_hash, tags, row))
+    return out
 
 
 def _payload_json(payload: dict[str, Any]) -> str:
@@ -159,10 +172,6 @@ def _tags_json(tags: list[str]) -> str:
         if len(_tags_cache) < 1024:
             _tags_cache[key] = encoded
     return encoded
-
-
-def prepare(events: Sequence[Event], now: float) -> list[Prepared]:
-    return [prepare_one(e, now) for e in events]
 
 
 # -- writing ------------------------------------------------------------------------
@@ -308,6 +317,8 @@ def _insert_events_returning(
 
 
 def _event_args(chunk: Sequence[Prepared], now: float) -> list[Any]:
+    if all(p.row and p.row[-1] == now for p in chunk):  # built by prepare() for this batch
+        return list(itertools.chain.from_iterable(p.row for p in chunk))
     args: list[Any] = []
     for p in chunk:
         ev = p.event

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from reverie.store.secret_patterns import META, TOKEN_BITS, Lazy, mask_of, pattern_for
+from reverie.store.secret_patterns import META, TOKEN_BITS, Lazy, fold, mask_of, pattern_for
 
 # Markers already in a text stand for a secret: never re-redacted (idempotence).
 MARKER_PREFIX = "[REDACTED:"
@@ -165,7 +165,7 @@ def random_enough(s: str) -> bool:
 def refine(text: str, start: int, end: int, kind: str) -> str:
     """The kind of a value that is itself a recognised token, else ``kind``."""
     value = text[start:end]
-    mask = mask_of(value, value.lower()) & TOKEN_BITS
+    mask = mask_of(value, fold(value)) & TOKEN_BITS
     if not mask:
         return kind
     m = pattern_for(mask).fullmatch(value)

@@ -142,28 +142,35 @@ def _on_authorization(text: str, m: re.Match[str], group: str, end: int, found: 
 
 
 def _on_flag(text: str, m: re.Match[str], end: int, found: list[Hit]) -> int:
+    # Without a secret, the scan resumes inside the match: a flag-like prefix
+    # (-ghp_... x) must not hide a token in its name. Whether the flag
+    # alternative is in the pattern depends on words nearby (mask_of), and the
+    # result must not.
     name = m.group("fname")
     kind = key_kind(name)
     if not kind:
-        return m.end()
+        return m.start() + 1
     name_start = m.start("fname")
-    span = _value_span(text, m.end(), end, name, " ", name_start)
+    pos = m.end()
+    if kind == "authorization" and (scheme := _AUTH_SCHEME.match(text, pos, end)):
+        pos = scheme.end()  # --authorization Bearer x: as the header, keep the scheme word
+    span = _value_span(text, pos, end, name, " ", name_start)
     if span is None:
-        return m.end()
+        return m.start() + 1
     vstart, vend, resume = span
     found.append((refine(text, vstart, vend, kind), vstart, vend))
     return resume
 
 
 def _on_xml(text: str, m: re.Match[str], end: int, found: list[Hit]) -> int:
-    name = m.group("xname")
+    name = m.group("xname")  # as for a flag: without a secret, resume inside
     if not is_secret_name(name):
-        return m.end()
+        return m.start() + 1
     v = _XML_VALUE.match(text, m.end(), end)
     assert v is not None
     value = v.group().strip()
     if not value or is_reference(value):
-        return m.end()
+        return m.start() + 1
     vstart = text.index(value, m.end())
     vend = vstart + len(value)
     kind = kind_of_name(name)

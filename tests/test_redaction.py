@@ -431,6 +431,194 @@ def test_never_raises_and_plain_text_roundtrips(text: str) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Cheap where nothing is secret, and never at the cost of a result
+#
+# mask_of leaves out of the pattern the alternatives that cannot match; the
+# redaction of a payload or a batch looks at all its strings at once; clean
+# strings are remembered. None of it may change what a string becomes.
+
+# Pieces that sit near the edges of the shortcuts: flag-like prefixes, names
+# near separators (or across a line), runs, spellings that (?i) folds.
+EDGES = [
+    "--token ", "--cookie ", "--authorization ", " -q README.md ", "-x ", "<div>",
+    "<password>", "</password>", "password", "pass", "key", "token", ":", "=", "\n",
+    "Bearer ", "://", "@", "sk-", "ghp_", "AKIA", "eyJ", "SG.", "xoxb-", "ya29.",
+    "pa\u017f\u017fword", "author\u0130zation", "\u0131", "\u212a", "→", "é",
+    "<private>", "[REDACTED:x]", "a" * 25,
+]  # fmt: skip
+COMPOSED = st.lists(
+    st.one_of(
+        st.sampled_from(FRAGMENTS),
+        st.sampled_from(FRAGMENTS).map(lambda f: f[len(f) // 3 : 2 * len(f) // 3]),
+        st.text(alphabet=string.printable, max_size=30),
+        st.sampled_from(EDGES),
+    ),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(COMPOSED)
+def test_a_mask_leaves_out_only_alternatives_that_cannot_match(text: str) -> None:
+    from reverie.store.redaction import _scan
+    from reverie.store.secret_patterns import _ALTS
+
+    assert _scan(text) == _scan(text, (1 << len(_ALTS)) - 1)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_the_corpus_finds_the_same_with_the_whole_pattern(case: Case) -> None:
+    from reverie.store.redaction import _scan
+    from reverie.store.secret_patterns import _ALTS
+
+    assert _scan(case.text) == _scan(case.text, (1 << len(_ALTS)) - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(COMPOSED, min_size=1, max_size=6))
+def test_a_string_becomes_the_same_alone_and_among_others(texts: list[str]) -> None:
+    payload = {f"k{n}": t for n, t in enumerate(texts)}
+    payload["nested"] = {"list": list(texts), "token words --x <div> key: pass": "-q x"}
+    out = redact_obj(payload)
+    assert [out[f"k{n}"] for n in range(len(texts))] == [redact(t) for t in texts]
+    assert out["nested"]["list"] == [redact(t) for t in texts]
+    assert redact_obj_with_report(payload)[0] == out
+
+
+def _joined(obj: Any) -> str:
+    """A derived text that joins a payload's strings (so it can assemble a secret)."""
+    return " ".join(f"{k}: {v}" for k, v in obj.items() if isinstance(v, str))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(COMPOSED, min_size=1, max_size=3), min_size=1, max_size=12))
+def test_a_batch_is_redacted_as_each_payload_alone(batch: list[list[str]]) -> None:
+    from reverie.store.redaction import redact_objs_deriving
+
+    payloads = [{f"k{n}": t for n, t in enumerate(texts)} for texts in batch]
+    got = redact_objs_deriving(payloads, lambda i, obj: _joined(obj))
+    for payload, (out, text) in zip(payloads, got, strict=True):
+        expected = redact_obj(payload)
+        assert out == expected
+        assert text == redact(_joined(expected))
+
+
+def test_a_derived_text_that_assembles_a_secret_is_redacted() -> None:
+    from reverie.store.redaction import redact_objs_deriving
+
+    # Each string is clean alone; the text made of them is an assignment.
+    payloads = [{"name": "DB_PASSWORD", "value": "hunter2x"}, {"name": "PORT", "value": "5432"}]
+    got = redact_objs_deriving(payloads, lambda i, obj: f"{obj['name']}={obj['value']}")
+    assert got == [
+        (payloads[0], "DB_PASSWORD=[REDACTED:password]"),
+        (payloads[1], "PORT=5432"),
+    ]
+
+
+def test_flags_named_cookie_or_authorization_need_no_other_word() -> None:
+    assert (
+        redact("curl --cookie sid=abc123 https://x") == "curl --cookie [REDACTED:cookie] https://x"
+    )
+    assert redact("run --authorization Bearer abcDEF123ghiJKL456mno") == (
+        "run --authorization Bearer [REDACTED:authorization]"
+    )
+    assert redact("--authorization $TOKEN") == "--authorization $TOKEN"
+
+
+def test_a_flag_like_prefix_hides_no_token() -> None:
+    token = GENERATORS["github_pat_classic"](random.Random(4))
+    for text in (f"-{token} x and a token", f"--{token} x", f"<{token}> password"):
+        assert token not in redact(text), text
+
+
+def test_spellings_that_case_folding_matches_are_found() -> None:
+    assert redact("DB_PA\u017f\u017fWORD=hunter2x") == "DB_PA\u017f\u017fWORD=[REDACTED:password]"
+    assert redact("author\u0130zation: Basic abc123def456") == (
+        "author\u0130zation: Basic [REDACTED:authorization]"
+    )
+
+
+def test_clean_strings_are_remembered_and_secrets_never() -> None:
+    from reverie.store import redaction
+
+    token = GENERATORS["github_pat_classic"](random.Random(5))
+    payload = {"cases": [c.text for c in CASES], "cwd": "/home/u/src/app", "t": f"x {token}"}
+    redact_obj(payload)
+    assert "/home/u/src/app" in redaction._clean
+    assert not any(token in remembered for remembered in redaction._clean)
+    # Only what redaction leaves as it is is remembered...
+    for remembered in list(redaction._clean):
+        assert redaction._scan(remembered) == [], remembered
+    # ... and remembered or not, a string becomes the same.
+    for case in CASES:
+        assert redact(case.text) == redact(case.text)
+
+
+def test_tokens_looked_for_in_runs_are_runs() -> None:
+    """A RUN token's every match starts with RUN_MIN or more of [A-Za-z0-9_-] (see mask_of).
+
+    That is: the pattern's leading items (lookarounds aside), up to the first
+    that may match nothing, consume only those characters, at least RUN_MIN
+    of them; and its triggers are made of them, so they lie in that run.
+    """
+    from re import _constants as c  # type: ignore[attr-defined]
+    from re import _parser  # type: ignore[attr-defined]
+
+    from reverie.store.secret_patterns import _TOKENS, RUN, RUN_MIN
+
+    allowed = set(map(ord, string.ascii_letters + string.digits + "_-"))
+
+    def consumed(items: Any) -> set[int]:
+        chars: set[int] = set()
+        for op, av in items:
+            if op is c.LITERAL:
+                chars.add(av)
+            elif op is c.IN:
+                for kind, arg in av:
+                    if kind is c.LITERAL:
+                        chars.add(arg)
+                    elif kind is c.RANGE:
+                        chars.update(range(arg[0], arg[1] + 1))
+                    else:
+                        chars.add(-1)  # a category, a negation: not provably in the class
+            elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+                chars |= consumed(av[2])
+            elif op is c.SUBPATTERN:
+                chars |= consumed(av[3])
+            elif op is c.BRANCH:
+                for branch in av[1]:
+                    chars |= consumed(branch)
+            elif op not in (c.ASSERT, c.ASSERT_NOT):  # lookarounds consume nothing
+                chars.add(-1)
+        return chars
+
+    for kind, pattern, _, triggers, where in _TOKENS:
+        if where is not RUN:
+            continue
+        run = 0
+        for item in _parser.parse(pattern).data:
+            if item[0] in (c.ASSERT, c.ASSERT_NOT):
+                continue
+            item_width = _parser.SubPattern(_parser.State(), [item]).getwidth()[0]
+            if item_width == 0 or not consumed([item]) <= allowed:
+                break
+            run += item_width
+        assert run >= RUN_MIN, kind
+        for trigger in triggers:
+            assert set(map(ord, trigger.lower())) <= allowed, (kind, trigger)
+
+
+def test_every_secret_looking_name_holds_a_name_trigger() -> None:
+    from reverie.store.secret_patterns import NAME_TRIGGERS
+    from reverie.store.secret_rules import _NAME_KEYWORD
+
+    words = re.search(r"\(\?i:([a-z|?]+)\)", _NAME_KEYWORD.compiled.pattern)
+    assert words is not None
+    for word in words.group(1).replace("?", "").split("|"):
+        assert any(word.startswith(t) for t in NAME_TRIGGERS), word
+
+
+# ---------------------------------------------------------------------------
 # Time: linear, no catastrophic backtracking
 
 ADVERSARIAL = [

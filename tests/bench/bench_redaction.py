@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from reverie.store.redaction import redact, redact_obj
+from reverie.store.redaction import _clean, redact, redact_obj, redact_objs_deriving
+from reverie.store.secret_patterns import fold, mask_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,6 +124,30 @@ def corpus() -> dict[str, str]:
     }
 
 
+def batch_figures() -> None:
+    """What ingest pays: a batch of Claude Code events, payload and observation redacted."""
+    sys.path.insert(0, str(ROOT / "tests" / "bench"))
+    from bench_ingest import _batches
+    from reverie.store.observations import observe
+
+    for kind in ("session", "observations"):
+        events = [e for client in range(4) for b in _batches(kind, client, 500, 2) for e in b]
+        payloads = [e.payload for e in events]
+
+        def derive(i: int, obj: object, events: list = events) -> str:  # type: ignore[type-arg]
+            obs = observe(events[i].type, obj)  # type: ignore[arg-type]
+            return obs.text if obs else ""
+
+        t = timeit(lambda p=payloads, d=derive: redact_objs_deriving(p, d), budget=2.0)  # type: ignore[misc]
+        print(
+            f"redact_objs_deriving, {kind} batch (observe included): "
+            f"{t / len(events) * 1e6:.2f} us/event"
+        )
+    text = "".join(p.read_text() for p in sorted((ROOT / "store").glob("*.py")))
+    t = timeit(lambda: mask_of(text, fold(text)), budget=1.0)
+    print(f"mask_of on python source: {t / len(text) * 1e9:.1f} ns/char")
+
+
 def main() -> None:
     import_figures()
     print()
@@ -136,8 +161,12 @@ def main() -> None:
         big = (text * (1_000_000 // len(text) + 1))[:1_000_000]
         t = timeit(lambda b=big: redact(b), budget=1.5)  # type: ignore[misc]
         print(f"redact {name:18s} 1 MB: {t * 1e3:7.1f} ms ({1 / t:5.1f} MB/s)")
+    size = len(json.dumps(HOOK_PAYLOAD))
     t = timeit(lambda: redact_obj(HOOK_PAYLOAD))
-    print(f"redact_obj(hook payload, {len(json.dumps(HOOK_PAYLOAD))} B JSON): {t * 1e6:.1f} us")
+    print(f"redact_obj(hook payload, {size} B JSON), strings remembered clean: {t * 1e6:.1f} us")
+    t = timeit(lambda: (_clean.clear(), redact_obj(HOOK_PAYLOAD)))
+    print(f"redact_obj(hook payload, {size} B JSON), nothing remembered: {t * 1e6:.1f} us")
+    batch_figures()
     worst = ("self.token=", "_key=", "pass=pass", "://a:b@", 'password="', "Authorization: ")
     for unit in worst:
         text = (unit * (1_000_000 // len(unit) + 1))[:1_000_000]
