@@ -1,4 +1,7 @@
-"""Recalls are buffered, written once a second and at close (real database, MockClock)."""
+"""Recalls wait for a quiet moment, at most RECALL_MAX_DELAY_S, and are written at close.
+
+A real database; trio's MockClock moves only when the test says so.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from pathlib import Path
 import trio
 import trio.testing
 from reverie.rpc.protocol import Remember
-from reverie.store.database import RECALL_FLUSH_S, Database
+from reverie.store.database import RECALL_IDLE_S, RECALL_MAX_DELAY_S, Database
 
 
 def recall_counts(db: Database) -> list[tuple[int, int, int]]:
@@ -19,8 +22,15 @@ def recall_counts(db: Database) -> list[tuple[int, int, int]]:
     )
 
 
-def test_recalls_are_written_after_the_flush_delay_in_one_batch(tmp_path: Path) -> None:
-    clock = trio.testing.MockClock()  # moves only when told to
+async def advance(clock: trio.testing.MockClock, seconds: float) -> None:
+    await trio.testing.wait_all_tasks_blocked()  # the flush task is asleep
+    clock.jump(seconds)
+    await trio.sleep(0)  # the run loop sees the deadline pass
+    await trio.testing.wait_all_tasks_blocked()
+
+
+def test_recalls_are_written_once_searches_pause(tmp_path: Path) -> None:
+    clock = trio.testing.MockClock()
 
     async def main() -> None:
         db = await Database.open(tmp_path)
@@ -30,13 +40,9 @@ def test_recalls_are_written_after_the_flush_delay_in_one_batch(tmp_path: Path) 
             db.record_recalls("alpha", [(a, 1.0)])
             db.record_recalls("ALPHA ", [(a, 0.9), (b, 0.5)])
             db.record_recalls("beta", [(b, 1.0)])
-            await trio.testing.wait_all_tasks_blocked()  # the flush task is asleep
-            clock.jump(RECALL_FLUSH_S * 0.9)
-            await trio.testing.wait_all_tasks_blocked()
+            await advance(clock, RECALL_IDLE_S / 2)
             assert await trio.to_thread.run_sync(recall_counts, db) == [(a, 0, 0), (b, 0, 0)]
-            clock.jump(RECALL_FLUSH_S * 0.1)
-            await trio.sleep(0)  # the run loop sees the deadline pass
-            await trio.testing.wait_all_tasks_blocked()
+            await advance(clock, RECALL_IDLE_S)
             got = await trio.to_thread.run_sync(recall_counts, db)
             # "alpha" and "ALPHA " are one query; b was found by two.
             assert got == [(a, 2, 1), (b, 2, 2)]
@@ -46,15 +52,40 @@ def test_recalls_are_written_after_the_flush_delay_in_one_batch(tmp_path: Path) 
     trio.run(main, clock=clock)
 
 
+def test_a_stream_of_searches_still_writes_within_the_max_delay(tmp_path: Path) -> None:
+    clock = trio.testing.MockClock()
+
+    async def main() -> None:
+        db = await Database.open(tmp_path)
+        try:
+            mid = (await db.remember(Remember(content="gamma note"))).id
+            step = RECALL_IDLE_S / 2  # never quiet long enough
+            n = 0
+            while n * step < RECALL_MAX_DELAY_S - step:
+                db.record_recalls(f"query {n}", [(mid, 1.0)])
+                n += 1
+                await advance(clock, step)
+            assert await trio.to_thread.run_sync(recall_counts, db) == [(mid, 0, 0)]
+            db.record_recalls(f"query {n}", [(mid, 1.0)])
+            n += 1
+            # Still not quiet, but the oldest has now waited RECALL_MAX_DELAY_S.
+            await advance(clock, RECALL_IDLE_S * 0.9)
+            assert await trio.to_thread.run_sync(recall_counts, db) == [(mid, n, n)]
+        finally:
+            await db.close()
+
+    trio.run(main, clock=clock)
+
+
 def test_close_writes_what_is_still_buffered(tmp_path: Path) -> None:
     async def main() -> int:
         db = await Database.open(tmp_path)
-        mid = (await db.remember(Remember(content="gamma note"))).id
-        db.record_recalls("gamma", [(mid, 1.0)])
+        mid = (await db.remember(Remember(content="delta note"))).id
+        db.record_recalls("delta", [(mid, 1.0)])
         await db.close()  # before the flush delay
         return mid
 
-    mid = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    mid = trio.run(main, clock=trio.testing.MockClock())
 
     async def reopen() -> list[tuple[int, int, int]]:
         db = await Database.open(tmp_path)
