@@ -181,7 +181,10 @@ def _where(req: Search) -> tuple[str, list[Any]]:
     if not req.include_archived:
         sql.append("m.tier != 'archived'")
     if req.workspace is not None:
-        sql.append("m.workspace = ?")
+        # `+`: these filters check given ids (and join FTS matches); with a
+        # bare `m.workspace = ?` SQLite's planner walked the whole workspace
+        # through memories_by_hash instead (37k rows for a 37% workspace: 5 ms).
+        sql.append("+m.workspace = ?")
         args.append(req.workspace)
     if req.kinds:
         sql.append(f"m.kind IN ({','.join('?' * len(req.kinds))})")

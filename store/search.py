@@ -332,7 +332,8 @@ def _filters(workspace: str | None) -> Filters:
     where = "m.state = 'active' AND m.tier != 'archived'"
     if workspace is None:
         return where, []
-    return where + " AND m.workspace = ?", [workspace]
+    # `+`: never drive these queries by the workspace index (see _where in hybrid.py).
+    return where + " AND +m.workspace = ?", [workspace]
 
 
 Rescore = Callable[[int, str, str], float]
