@@ -231,6 +231,12 @@ class VectorIndex:
         out.sort()
         return out
 
+    def set_threads(self, threads: int) -> None:
+        """Threads for batch insertions from now on (a rebuild uses more than catch-up)."""
+        if threads < 1:
+            raise ValueError(f"threads must be positive, not {threads}")
+        self._params = dataclasses.replace(self._params, threads=threads)
+
     def set_ef(self, ef: int) -> None:
         if ef < 1:
             raise ValueError(f"ef must be positive, not {ef}")
