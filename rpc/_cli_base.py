@@ -25,6 +25,15 @@ def emit_json(obj: Any) -> None:
     sys.stdout.write(json_encoder.encode(obj).decode() + "\n")
 
 
+def emit(args: argparse.Namespace, result: Any, text: str) -> int:
+    """A command's answer: the result as JSON with --json, else `text`; exit code 0."""
+    if args.json:
+        emit_json(result)
+    else:
+        print(text)
+    return 0
+
+
 def fail(message: str, code: int) -> NoReturn:
     sys.stderr.write(f"reverie: error: {message}\n")
     raise SystemExit(code)

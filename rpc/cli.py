@@ -34,6 +34,7 @@ from reverie.rpc._cli_base import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     common,
+    emit,
     emit_json,
     fail,
     json_encoder,
@@ -199,11 +200,7 @@ def _print_memory(m: Memory) -> None:
 
 def cmd_forget(args: argparse.Namespace, client: Client) -> int:
     res = client.forget(args.id, purge=args.purge, reason=args.reason)
-    if args.json:
-        emit_json(res)
-    else:
-        print(f"forgot #{res.id}" + (" (content erased)" if res.purged else ""))
-    return 0
+    return emit(args, res, f"forgot #{res.id}" + (" (content erased)" if res.purged else ""))
 
 
 def cmd_export(args: argparse.Namespace, client: Client) -> int:
@@ -250,11 +247,7 @@ def _read_records(path: str) -> list[MemoryRecord]:
 def cmd_import(args: argparse.Namespace, client: Client) -> int:
     records = _read_records(args.file)
     res = client.import_records(records)
-    if args.json:
-        emit_json(res)
-    else:
-        print(f"imported {res.added} memories, skipped {res.skipped} already present")
-    return 0
+    return emit(args, res, f"imported {res.added} memories, skipped {res.skipped} already present")
 
 
 # -- parser -----------------------------------------------------------------------

@@ -11,7 +11,7 @@ import json
 from typing import Any, Literal
 
 from reverie.errors import UsageError
-from reverie.rpc._cli_base import common, emit_json, one_line, ts
+from reverie.rpc._cli_base import common, emit, emit_json, one_line, ts
 from reverie.rpc.client import Client
 from reverie.rpc.proto_episodes import (
     CompleteEpisode,
@@ -97,11 +97,7 @@ def cmd_start(args: argparse.Namespace, client: Client) -> int:
         session_id=args.session,
     )
     res: EpisodeStarted = client.call(req)
-    if args.json:
-        emit_json(res)
-    else:
-        print(res.id)
-    return 0
+    return emit(args, res, res.id)
 
 
 def cmd_step(args: argparse.Namespace, client: Client) -> int:
@@ -116,11 +112,7 @@ def cmd_step(args: argparse.Namespace, client: Client) -> int:
         latency_ms=args.latency_ms,
     )
     res: StepLogged = client.call(req)
-    if args.json:
-        emit_json(res)
-    else:
-        print(f"episode #{res.episode_id} step {res.n}")
-    return 0
+    return emit(args, res, f"episode #{res.episode_id} step {res.n}")
 
 
 def cmd_end(args: argparse.Namespace, client: Client) -> int:

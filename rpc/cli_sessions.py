@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from reverie.errors import Conflict, UsageError
-from reverie.rpc._cli_base import emit_json, fail, one_line, ts
+from reverie.rpc._cli_base import emit, emit_json, fail, one_line, ts
 from reverie.rpc.client import Client
 from reverie.rpc.proto_sessions import (
     BRIEF_MAX_CHARS,
@@ -171,11 +171,7 @@ def cmd_session_start(args: argparse.Namespace, client: Client) -> int:
 def cmd_session_heartbeat(args: argparse.Namespace, client: Client) -> int:
     note = _text_arg(args.note) if args.note is not None else None
     res: SessionInfo = client.call(SessionHeartbeat(session_id=_session(args), progress=note))
-    if args.json:
-        emit_json(res)
-    else:
-        print(f"{res.id} seen {ts(res.last_seen_at)}")
-    return 0
+    return emit(args, res, f"{res.id} seen {ts(res.last_seen_at)}")
 
 
 def cmd_session_end(args: argparse.Namespace, client: Client) -> int:
@@ -184,11 +180,7 @@ def cmd_session_end(args: argparse.Namespace, client: Client) -> int:
     res: SessionInfo = client.call(
         SessionEnd(session_id=_session(args), summary=summary, status=status)
     )
-    if args.json:
-        emit_json(res)
-    else:
-        print(f"{res.id} {res.status}")
-    return 0
+    return emit(args, res, f"{res.id} {res.status}")
 
 
 def cmd_session_show(args: argparse.Namespace, client: Client) -> int:
@@ -228,11 +220,7 @@ def cmd_session_log(args: argparse.Namespace, client: Client) -> int:
             kind=args.kind,
         )
     )
-    if args.json:
-        emit_json(res)
-    else:
-        print(res.id)
-    return 0
+    return emit(args, res, res.id)
 
 
 def cmd_session_logs(args: argparse.Namespace, client: Client) -> int:
@@ -269,11 +257,7 @@ def cmd_world(args: argparse.Namespace, client: Client) -> int:
     res = client.call(
         WorldSet(workspace=_ws(args), content=content, updated_by=by, if_version=args.if_version)
     )
-    if args.json:
-        emit_json(res)
-    else:
-        print(f"world state version {res.version}")
-    return 0
+    return emit(args, res, f"world state version {res.version}")
 
 
 def _read_file(path: str) -> str:
@@ -380,11 +364,7 @@ def cmd_sitrep(args: argparse.Namespace, client: Client) -> int:
     res: SitrepResult = client.call(
         Sitrep(workspace=_ws(args), budget=args.budget, recent=args.recent)
     )
-    if args.json:
-        emit_json(res)
-    else:
-        print(res.text)
-    return 0
+    return emit(args, res, res.text)
 
 
 def cmd_brief(args: argparse.Namespace, client: Client) -> int:
@@ -397,11 +377,7 @@ def cmd_brief(args: argparse.Namespace, client: Client) -> int:
             budget=args.budget,
         )
     )
-    if args.json:
-        emit_json(res)
-    else:
-        print(res.text)
-    return 0
+    return emit(args, res, res.text)
 
 
 def _budget(maximum: int) -> Callable[[str], int]:
