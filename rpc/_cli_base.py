@@ -25,7 +25,7 @@ def emit_json(obj: Any) -> None:
     sys.stdout.write(json_encoder.encode(obj).decode() + "\n")
 
 
-def emit(args: argparse.Namespace, result: Any, text: str) -> int:
+def emit(args: argparse.Namespace, result: Any, text: object) -> int:
     """A command's answer: the result as JSON with --json, else `text`; exit code 0."""
     if args.json:
         emit_json(result)
