@@ -103,6 +103,12 @@ class Conflict(UsageError):
     code = "conflict"
 
 
+class LockLost(Conflict):
+    """A dream phase's lease expired or was taken over while it ran: it stopped."""
+
+    code = "lock_lost"
+
+
 class ConfigError(UsageError):
     code = "config"
 

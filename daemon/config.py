@@ -130,6 +130,29 @@ class EventsConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaul
     spool_interval_s: Annotated[float, Meta(ge=0, le=86400)] = 5.0
 
 
+# -- dreams (issue 5): checked by phases/schedule.py compile_schedules() -------
+class DreamPhaseConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """One phase's override under ``[dreams.phases.<phase>]``."""
+
+    cron: str = ""  # "": the preset's; "off": never scheduled
+    timezone: str = ""  # "": dreams.timezone
+
+
+class DreamsConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """The ``[dreams]`` section: when the consolidation phases run."""
+
+    preset: Literal["core", "deep", "off"] = "core"
+    timezone: str = ""  # an IANA name; "": the system's zone
+    jitter_s: Annotated[float, Meta(ge=0, le=3600)] = 300.0
+    # A daemon killed mid-run holds its phase's lock this long at most.
+    lock_ttl_s: Annotated[float, Meta(ge=1, le=86400)] = 600.0
+    # Keyed light-sleep / rem / deep-sleep (lightSleep, deepSleep accepted).
+    phases: dict[str, DreamPhaseConfig] = {}
+
+
+# -- end dreams ----------------------------------------------------------------
+
+
 class Config(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
@@ -138,6 +161,7 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=Tru
     search: SearchConfig = msgspec.field(default_factory=SearchConfig)
     sessions: SessionsConfig = msgspec.field(default_factory=SessionsConfig)
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
+    dreams: DreamsConfig = msgspec.field(default_factory=DreamsConfig)  # issue 5
 
     @property
     def data_path(self) -> Path:
@@ -194,10 +218,18 @@ def parse(text: str, source: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from e
     try:
-        return msgspec.convert(raw, Config)
+        cfg = msgspec.convert(raw, Config)
     except msgspec.ValidationError as e:
         # msgspec names the key: "Object contains unknown field `x` - at `$.daemon`"
         raise ConfigError(f"{source}: {e}") from e
+    if "dreams" in raw:  # dreams (issue 5): crons and zones; croniter only when needed
+        from reverie.phases.schedule import compile_schedules
+
+        try:
+            compile_schedules(cfg.dreams)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e.message}") from e
+    return cfg
 
 
 def load(path: Path | None = None, *, env: bool = True) -> Config:
