@@ -253,7 +253,15 @@ CREATE TABLE steps (
 ) STRICT, WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_EVENTS, _V4_SESSIONS, _V5_EPISODES)
+_V6_DREAMS = """
+-- ledger (phases/ledger.py): when a run was undone (its status becomes
+-- 'undone'); status queries read runs per phase, undo reads a run's ops.
+ALTER TABLE dream_runs ADD COLUMN undone_at REAL;
+CREATE INDEX dream_runs_by_phase ON dream_runs (phase, started_at);
+CREATE INDEX dream_ops_by_run ON dream_ops (run_id, seq);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_EVENTS, _V4_SESSIONS, _V5_EPISODES, _V6_DREAMS)
 LATEST = len(MIGRATIONS)
 
 

@@ -1,0 +1,215 @@
+"""Light sleep: score every active memory, mark tier candidates, summarize sessions.
+
+Light sleep runs often and must be cheap and safe, so it changes *marks*,
+not what retrieval sees:
+
+* Score. Every active memory gets a value score in [0, 1]:
+
+      age      = now - max(observed_at, last_recalled_at)
+      recency  = 0.5 ** (age / half_life)
+      recall   = 1 - exp(-recall_count / recall_scale)        (saturating)
+      queries  = 1 - exp(-distinct_queries / query_scale)     (saturating)
+      base     = (w_recency*recency + w_recall*recall + w_queries*queries
+                  + w_importance*importance) / (sum of the weights)
+      score    = min(1, base * kind_weight[kind])
+
+  It is stored under `metadata.dream` as {"score", "candidate", "reason"},
+  rewritten only when the score moved by `score_epsilon` or the candidate
+  changed: a run over a quiet store writes (and re-indexes) nothing.
+
+* Tiers. Light sleep moves no tier. It marks candidates, and deep sleep
+  acts on them with its own, stricter thresholds (openclaw's promotion
+  gates): `promote` for a short-term memory with a high score that was
+  recalled often by several distinct queries; `archive` for a stale
+  low-value memory (never a protected kind or a pinned memory), and for a
+  raw observation already distilled into a session summary and never
+  recalled since. Moving tiers here would make retrieval flicker with every
+  run; a mark is free to revise at the next run.
+
+* Sessions. Short-term observations of a session (metadata.session_id) not
+  yet summarized are grouped by (workspace, session); once the session is
+  over (a SessionEnd observation, or quiet for `session_idle_s`) they are
+  distilled into one deterministic `summary` memory whose provenance lists
+  every source, and each source is marked `summarized_by` so the next run
+  skips it.
+
+The plan is a pure function of the database and `now`: ops come in memory
+id order, then sessions in (workspace, session) order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import apsw
+import msgspec
+from reverie.phases.ops import CreateSummary, Op, SetMeta
+from reverie.phases.runner import Plan
+from reverie.phases.session_summary import Observation, summarize
+
+DAY = 86400.0
+SCORE_KEY = "dream"
+
+
+def _default_kind_weights() -> dict[str, float]:
+    return {
+        "decision": 1.2,
+        "preference": 1.2,
+        "procedure": 1.1,
+        "fact": 1.1,
+        "summary": 1.0,
+        "digest": 1.0,
+        "observation": 0.8,
+    }
+
+
+class LightConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Light sleep's tunables (hooked into the daemon config as dreams.light_sleep)."""
+
+    half_life_days: float = 14.0
+    recall_scale: float = 3.0
+    query_scale: float = 2.0
+    w_recency: float = 0.35
+    w_recall: float = 0.25
+    w_queries: float = 0.15
+    w_importance: float = 0.25
+    kind_weights: dict[str, float] = msgspec.field(default_factory=_default_kind_weights)
+    score_epsilon: float = 0.05  # rewrite a stored score only when it moved this much
+    promote_min_score: float = 0.75
+    promote_min_recalls: int = 3
+    promote_min_queries: int = 2
+    archive_max_score: float = 0.15
+    archive_min_age_days: float = 30.0
+    summarized_archive_age_days: float = 7.0  # a distilled, never-recalled observation
+    protected_kinds: list[str] = msgspec.field(
+        default_factory=lambda: ["decision", "preference", "procedure"]
+    )
+    session_idle_s: float = 1800.0
+    session_min_observations: int = 2
+    session_lookback_days: float = 14.0
+    summary_budget_chars: int = 1200
+    summary_importance: float = 0.6
+    max_sessions: int = 500  # per run: bounds a run after a long outage
+
+
+def score(cfg: LightConfig, now: float, row: tuple[Any, ...]) -> float:
+    """The value score of one memory row (kind, importance, observed, recalled, count, dq)."""
+    kind, importance, observed, recalled, rcount, dq = row
+    age = max(0.0, now - max(observed, recalled or 0.0))
+    recency = 0.5 ** (age / (cfg.half_life_days * DAY)) if cfg.half_life_days > 0 else 0.0
+    recall = 1 - math.exp(-rcount / cfg.recall_scale) if cfg.recall_scale > 0 else 0.0
+    queries = 1 - math.exp(-dq / cfg.query_scale) if cfg.query_scale > 0 else 0.0
+    weights = cfg.w_recency + cfg.w_recall + cfg.w_queries + cfg.w_importance
+    base = (
+        cfg.w_recency * recency
+        + cfg.w_recall * recall
+        + cfg.w_queries * queries
+        + cfg.w_importance * importance
+    ) / (weights or 1.0)
+    return float(max(0.0, min(1.0, base * cfg.kind_weights.get(kind, 1.0))))
+
+
+def _candidate(
+    cfg: LightConfig, now: float, s: float, tier: str, row: tuple[Any, ...], meta: dict[str, Any]
+) -> tuple[str | None, str | None]:
+    kind, _imp, observed, recalled, rcount, dq = row
+    age_days = (now - max(observed, recalled or 0.0)) / DAY
+    pinned = bool(meta.get("pinned"))
+    if (
+        tier == "short"
+        and s >= cfg.promote_min_score
+        and rcount >= cfg.promote_min_recalls
+        and dq >= cfg.promote_min_queries
+    ):
+        return "promote", "score, recalls and distinct queries above thresholds"
+    if tier == "archived" or pinned or kind in cfg.protected_kinds:
+        return None, None
+    if (
+        kind == "observation"
+        and "summarized_by" in meta
+        and rcount == 0
+        and age_days >= cfg.summarized_archive_age_days
+    ):
+        return "archive", "distilled into a session summary, never recalled"
+    if s < cfg.archive_max_score and age_days >= cfg.archive_min_age_days:
+        return "archive", "stale and low value"
+    return None, None
+
+
+class LightSleep:
+    name = "light-sleep"
+
+    def __init__(self, cfg: LightConfig | None = None) -> None:
+        self.cfg = cfg or LightConfig()
+
+    def plan(self, conn: apsw.Connection, now: float) -> Plan:
+        ops: list[Op] = []
+        items = 0
+        for mid, tier, meta_text, *row in conn.execute(
+            "SELECT id, tier, metadata, kind, importance, observed_at, last_recalled_at, "
+            "recall_count, distinct_queries FROM memories WHERE state = 'active' ORDER BY id"
+        ):
+            items += 1
+            meta = json.loads(meta_text)
+            s = score(self.cfg, now, tuple(row))
+            cand, reason = _candidate(self.cfg, now, s, tier, tuple(row), meta)
+            old = meta.get(SCORE_KEY)
+            if (
+                isinstance(old, dict)
+                and isinstance(old.get("score"), int | float)
+                and abs(old["score"] - s) < self.cfg.score_epsilon
+                and old.get("candidate") == cand
+            ):
+                continue
+            value = {"score": round(s, 4), "candidate": cand, "reason": reason}
+            ops.append(SetMeta(memory_id=mid, key=SCORE_KEY, value=value))
+        scored = len(ops)
+        summaries = self._summaries(conn, now)
+        ops += summaries
+        sources = sum(len(op.sources) for op in summaries)
+        notes = (
+            f"scored {items} active memories ({scored} marks changed); "
+            f"{len(summaries)} session summaries over {sources} observations"
+        )
+        return Plan(phase=self.name, ops=ops, items=items, notes=notes)
+
+    def _summaries(self, conn: apsw.Connection, now: float) -> list[CreateSummary]:
+        cfg = self.cfg
+        groups: dict[tuple[str, str], list[tuple[Observation, str]]] = {}
+        for mid, ws, content, tags, observed, sid, event, harness in conn.execute(
+            "SELECT id, workspace, content, tags, observed_at, "
+            "json_extract(metadata, '$.session_id'), json_extract(metadata, '$.event'), "
+            "json_extract(metadata, '$.harness') FROM memories "
+            "WHERE kind = 'observation' AND state = 'active' AND tier = 'short' "
+            "AND observed_at >= ? AND json_extract(metadata, '$.session_id') IS NOT NULL "
+            "AND json_extract(metadata, '$.summarized_by') IS NULL "
+            "ORDER BY workspace, json_extract(metadata, '$.session_id'), observed_at, id",
+            (now - cfg.session_lookback_days * DAY,),
+        ):
+            seen = Observation(mid, content, str(event or ""), json.loads(tags), observed)
+            groups.setdefault((ws, str(sid)), []).append((seen, str(harness or "")))
+        out: list[CreateSummary] = []
+        for (ws, sid), items in sorted(groups.items()):
+            if len(out) >= cfg.max_sessions:
+                break
+            obs = [o for o, _ in items]
+            ended = any(o.event == "SessionEnd" for o in obs)
+            if not ended and now - obs[-1].observed_at < cfg.session_idle_s:
+                continue  # still going: summarize it whole, later
+            if len(obs) < cfg.session_min_observations:
+                continue
+            who = next((h for _, h in items if h), "")
+            out.append(
+                CreateSummary(
+                    workspace=ws,
+                    content=summarize(sid, who, obs, cfg.summary_budget_chars),
+                    sources=[o.id for o in obs],
+                    tags=["session-summary"],
+                    importance=cfg.summary_importance,
+                    observed_at=obs[-1].observed_at,
+                    metadata={"session_id": sid, "harness": who, "phase": self.name},
+                )
+            )
+        return out
