@@ -26,6 +26,7 @@ from reverie.daemon.server import Server
 from reverie.daemon.spool_drain import SpoolDrainer  # events
 from reverie.daemon.systemd import Notifier, activated_socket, watchdog_interval, watchdog_loop
 from reverie.errors import ReverieError
+from reverie.phases.service import Dreams  # dreams
 from reverie.rpc import spool  # events
 from reverie.rpc.dispatch import Dispatcher, ServerInfo
 from reverie.store.database import Database
@@ -77,6 +78,8 @@ class _Daemon:
         self.stop_requested = trio.Event()
         self.server: Server | None = None
         self.indexer: Indexer | None = None
+        self.dreams: Dreams | None = None  # dreams
+        self.dreaming = ""  # dreams: what sd_notify STATUS shows while a phase runs
 
     async def run(self) -> None:
         sock, activated = self._listening_socket()
@@ -90,12 +93,21 @@ class _Daemon:
             connections=lambda: server.active,
         )
         self.indexer = self._indexer()
+        ix0 = self.indexer
+        self.dreams = Dreams(  # dreams: manual runs over RPC, scheduled ones below
+            self.db,
+            self.cfg.data_path,
+            self.cfg.dreams,
+            written=ix0.notify if ix0 is not None else lambda: None,
+            on_status=self._dream_status,
+        )
         dispatcher = Dispatcher(
             self.db,
             info,
             search=self.cfg.search,
             indexer=self.indexer,
             sessions=self.cfg.sessions,  # sessions: when a silent session is stale
+            dreams=self.dreams,
         )
         server = Server(
             self.cfg.daemon, dispatcher.handle, allowed_uids(self.cfg.daemon.allowed_uids)
@@ -123,6 +135,7 @@ class _Daemon:
                     on_written=ix.notify if ix is not None else lambda: None,
                 )
                 nursery.start_soon(drainer.run)
+                await nursery.start(self._dream_scheduler)  # dreams
                 await self.stop_requested.wait()
                 if self.indexer is not None:
                     self.indexer.stop()
@@ -218,6 +231,7 @@ class _Daemon:
                     self.cfg.embedder = new.embedder
                     self.indexer.switch_model(embedder)
                     log.info("reload: re-embedding with %s in the background", embedder.model_id)
+            self._reload_dreams(new)  # dreams
             needs_restart = _changed_keys(self.cfg, new)
             if needs_restart:
                 log.warning(
@@ -225,6 +239,43 @@ class _Daemon:
                 )
             log.info("reloaded config log_level=%s", self.cfg.daemon.log_level)
         self.notifier.send("READY=1")
+
+    # -- dreams ---------------------------------------------------------------------
+
+    async def _dream_scheduler(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        # Imported here: croniter is needed only once the daemon runs.
+        from reverie.phases.schedule import Scheduler, compile_schedules
+
+        dreams = self.dreams
+        assert dreams is not None
+        # Every phase is compiled (the config is checked whole); Dreams.scheduled
+        # skips the ones not built yet, logging once, so their slots cost nothing.
+        scheduler = Scheduler(
+            compile_schedules(self.cfg.dreams),
+            dreams.scheduled,
+            last_run=dreams.last_run,
+            jitter_s=self.cfg.dreams.jitter_s,
+        )
+        dreams.scheduler = scheduler
+        await scheduler.serve(task_status=task_status)
+
+    def _dream_status(self, text: str) -> None:
+        self.dreaming = text
+        if text:
+            self.notifier.status(text)
+
+    def _reload_dreams(self, new: Config) -> None:
+        from reverie.phases.schedule import compile_schedules
+
+        dreams = self.dreams
+        if dreams is None or dreams.scheduler is None or new.dreams == self.cfg.dreams:
+            return
+        # config.load() already compiled the new section: a bad cron never gets here.
+        dreams.scheduler.reconfigure(compile_schedules(new.dreams), new.dreams.jitter_s)
+        dreams.cfg = self.cfg.dreams = new.dreams
+        log.info("reload: dream schedules now follow preset=%s", new.dreams.preset)
 
     def _healthy(self) -> bool:
         return self.db.writer.alive
@@ -234,6 +285,7 @@ class _Daemon:
             self.notifier.status(
                 f"serving: connections={server.active} requests={server.requests} "
                 f"commits={self.db.writer.commits}"
+                + (f"; {self.dreaming}" if self.dreaming else "")  # dreams
             )
             await trio.sleep(STATUS_INTERVAL_S)
 

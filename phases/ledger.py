@@ -21,29 +21,13 @@ import msgspec
 from reverie.errors import NotFound
 from reverie.phases.names import PHASES, normalize_phase
 from reverie.phases.ops import Applied
+from reverie.rpc.proto_dreams import RunRecord as RunRecord  # defined with the protocol
 
 SCHEMA_VERSION = 1
 LEDGER_FILENAME = "dreams-ledger.jsonl"
 Trigger = Literal["scheduled", "manual"]
 Status = Literal["running", "completed", "failed", "undone"]
 _json = msgspec.json.Encoder()
-
-
-class RunRecord(msgspec.Struct, kw_only=True):
-    """One `dream_runs` row."""
-
-    id: int
-    phase: str
-    trigger: str
-    status: str
-    started_at: float
-    completed_at: float | None
-    duration_ms: int | None
-    items_processed: int
-    counts: dict[str, int]
-    notes: str
-    errors: list[str]
-    undone_at: float | None
 
 
 _RUN_COLUMNS = (

@@ -31,6 +31,7 @@ from reverie.errors import (
 )
 from reverie.phases import ledger
 from reverie.phases.ops import Op, apply_op
+from reverie.rpc.proto_dreams import RunReport as RunReport  # defined with the protocol
 
 T = TypeVar("T")
 Transact = Callable[[Callable[[apsw.Connection], Any]], Any]
@@ -58,21 +59,6 @@ class Phase(Protocol):
     name: str
 
     def plan(self, conn: apsw.Connection, now: float) -> Plan: ...
-
-
-class RunReport(msgspec.Struct, kw_only=True):
-    run_id: int
-    phase: str
-    trigger: str
-    status: str  # completed | failed
-    started_at: float
-    completed_at: float
-    duration_ms: int
-    items_processed: int
-    planned: int
-    counts: dict[str, int]  # applied ops per kind, plus "skipped"
-    notes: str
-    errors: list[str]
 
 
 def transact_on(conn: apsw.Connection) -> Transact:

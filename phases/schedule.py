@@ -197,6 +197,9 @@ class Scheduler:
         """Each phase's next planned start (wall time, jitter included), None if none."""
         return dict(self._next)
 
+    def schedules(self) -> dict[str, PhaseSchedule]:
+        return dict(self._schedules)
+
     def running(self) -> frozenset[str]:
         return frozenset(self._running)
 

@@ -15,19 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import apsw
-import msgspec
 from reverie.errors import Conflict
 from reverie.phases import ledger
 from reverie.phases.ops import undo_op
 from reverie.phases.runner import Transact
-
-
-class UndoReport(msgspec.Struct, kw_only=True):
-    run_id: int
-    phase: str
-    reversed: int  # ops reversed
-    conflicts: int  # ops left alone because their memory changed after the run
-    duration_ms: int
+from reverie.rpc.proto_dreams import UndoReport as UndoReport  # defined with the protocol
 
 
 def undo_in(conn: apsw.Connection, run_id: int, now: float) -> tuple[ledger.RunRecord, int, int]:

@@ -27,7 +27,7 @@ from reverie.errors import (
     TransportError,
     UsageError,
 )
-from reverie.rpc import cli_episodes, cli_events, cli_hook, cli_sessions
+from reverie.rpc import cli_dreams, cli_episodes, cli_events, cli_hook, cli_sessions
 from reverie.rpc._cli_base import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
@@ -338,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_episodes.add_commands(sub)
     cli_sessions.add_commands(sub)
     cli_hook.add_commands(sub)
+    cli_dreams.add_commands(sub)
     return parser
 
 

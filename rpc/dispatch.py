@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from reverie import __version__
-from reverie.daemon.config import SearchConfig, SessionsConfig
+from reverie.daemon.config import DreamsConfig, SearchConfig, SessionsConfig
 from reverie.errors import UnknownMethod
+from reverie.phases.service import Dreams  # dreams
+from reverie.rpc.proto_dreams import DreamsRun, DreamsStatus, DreamsUndo  # dreams
 from reverie.rpc.proto_episodes import (
     CompleteEpisode,
     GetEpisode,
@@ -81,12 +83,15 @@ class Dispatcher:
         search: SearchConfig,
         indexer: Indexer | None,
         sessions: SessionsConfig | None = None,
+        dreams: Dreams | None = None,
     ) -> None:
         self.db = db
         self.info = info
         self.search_cfg = search
         self.indexer = indexer
         self.coordination = Coordination(db, sessions or SessionsConfig(), search, indexer)
+        # dreams: the daemon passes its own (scheduler, data dir, sd_notify status)
+        self.dreams = dreams or Dreams(db, None, DreamsConfig(), written=self._written)
 
     def _written(self) -> None:
         if self.indexer is not None:
@@ -150,6 +155,13 @@ class Dispatcher:
             ):
                 cfg, ix, wrote = self.search_cfg, self.indexer, self._written
                 return await serve_episode(self.db, req, search=cfg, indexer=ix, written=wrote)
+            # -- dreams (phases/service.py)
+            case DreamsRun(phase=phase, dry_run=dry):
+                return await self.dreams.run(phase, trigger="manual", dry_run=dry)
+            case DreamsUndo(run_id=run_id):
+                return await self.dreams.undo(run_id)
+            case DreamsStatus(window_hours=hours):
+                return await self.dreams.status(hours)
             case _:
                 raise UnknownMethod(f"method {type(req).__name__} is not served here")
 

@@ -35,6 +35,14 @@ from reverie.rpc._base import (
     Workspace,
     _Request,
 )
+from reverie.rpc.proto_dreams import (  # dreams
+    DreamsRun,
+    DreamsRunResult,
+    DreamsStatus,
+    DreamsStatusResult,
+    DreamsUndo,
+    UndoReport,
+)
 from reverie.rpc.proto_episodes import (
     CompleteEpisode,
     Episode,
@@ -211,6 +219,10 @@ Request: TypeAlias = (
     | GetEpisode
     | ListEpisodes
     | SimilarEpisodes
+    # -- dreams (rpc/proto_dreams.py)
+    | DreamsRun
+    | DreamsUndo
+    | DreamsStatus
 )
 
 
@@ -359,6 +371,10 @@ Result: TypeAlias = (
     | Episode
     | EpisodeList
     | SimilarEpisodesResult
+    # -- dreams (rpc/proto_dreams.py)
+    | DreamsRunResult
+    | UndoReport
+    | DreamsStatusResult
 )
 
 # Which result type each request expects: the client decodes with it.
@@ -398,6 +414,10 @@ RESULT_TYPES: dict[type[_Request], type[Struct]] = {
     GetEpisode: Episode,
     ListEpisodes: EpisodeList,
     SimilarEpisodes: SimilarEpisodesResult,
+    # -- dreams (rpc/proto_dreams.py)
+    DreamsRun: DreamsRunResult,
+    DreamsUndo: UndoReport,
+    DreamsStatus: DreamsStatusResult,
 }
 
 METHOD_NAMES: frozenset[str] = frozenset(str(cls.__struct_config__.tag) for cls in RESULT_TYPES)

@@ -7,6 +7,7 @@ runs as `python -m reverie daemon`, exactly as a user would start it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from types import TracebackType
 from reverie.rpc.client import Client
 
 START_TIMEOUT = 30.0
+NO_DREAMS = '\n[dreams]\npreset = "off"\n'
 
 
 class Daemon:
@@ -35,10 +37,12 @@ class Daemon:
         # Unix socket paths are limited to 108 bytes: keep them short.
         self.socket = root / f"{name}.sock"
         self.log_path = root / f"{name}.log"
-        self.config_path: Path | None = None
-        if config is not None:
-            self.config_path = root / f"{name}.toml"
-            self.config_path.write_text(config)
+        # Test daemons do not dream on their own (a scheduled light sleep would
+        # change memories under a test): a config without [dreams] gets preset off.
+        if config is None or not re.search(r"^\s*\[dreams[.\]]", config, re.MULTILINE):
+            config = (config or "") + NO_DREAMS
+        self.config_path: Path | None = root / f"{name}.toml"
+        self.config_path.write_text(config)
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -1,0 +1,319 @@
+"""The dream phases inside the daemon: run, dry-run, undo and status, under one lock.
+
+One global lock (`dreams`) covers every phase: REM and deep sleep will
+touch the same rows as light sleep, so two phases must not interleave, and
+a second daemon on the same database (or a manual run during a scheduled
+one) gets a Conflict. A dry run only reads: it takes no lock (the lock is a
+row in `locks`) and writes no ledger.
+
+Only light sleep is built. Asking for `rem` or `deep-sleep` by RPC is an
+InvalidParams ("not available yet"); the scheduler's entries for them are
+skipped with one log line per phase (`scheduled`), so a preset that names
+them does not fail every night.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import apsw
+import msgspec
+import trio
+from reverie.daemon.config import DreamsConfig
+from reverie.errors import Conflict, InvalidParams
+from reverie.phases import ledger, locks
+from reverie.phases.light import SCORE_KEY, LightConfig, LightSleep
+from reverie.phases.names import PHASES, normalize_phase
+from reverie.phases.runner import Phase, Plan, apply_plan
+from reverie.phases.undo import undo
+from reverie.rpc.proto_dreams import (
+    DreamPlan,
+    DreamsRunResult,
+    DreamsStatusResult,
+    LockState,
+    PhaseStatus,
+    RunReport,
+    UndoReport,
+)
+
+if TYPE_CHECKING:
+    from reverie.phases.schedule import Scheduler
+    from reverie.store.database import Database
+
+log = logging.getLogger("reverie.phases.service")
+LOCK_NAME = "dreams"
+STUCK_RUNS = 3  # this many runs in a row without progress make a warning
+
+
+def _noop(*_args: object) -> None:
+    pass
+
+
+async def _set_on_cancel(stop: threading.Event) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        stop.set()
+
+
+def wire_plan(plan: Plan) -> DreamPlan:
+    """A Plan as it crosses the wire (ops as maps tagged by `type`)."""
+    return DreamPlan(
+        phase=plan.phase,
+        items=plan.items,
+        notes=plan.notes,
+        counts=plan.counts(),
+        ops=[msgspec.to_builtins(op) for op in plan.ops],
+    )
+
+
+class Dreams:
+    """Runs the phases for the daemon; `scheduler` is set by the daemon for status."""
+
+    def __init__(
+        self,
+        db: Database,
+        data_dir: Path | None,
+        cfg: DreamsConfig,
+        *,
+        light: LightConfig | None = None,
+        written: Callable[[], None] = _noop,
+        on_status: Callable[[str], None] = _noop,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.data_dir = data_dir
+        self.cfg = cfg
+        self.phases: dict[str, Phase] = {"light-sleep": LightSleep(light)}
+        self.written = written
+        self.on_status = on_status
+        self.clock = clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.scheduler: Scheduler | None = None
+        self._running: set[str] = set()
+        self._unbuilt_logged: set[str] = set()
+
+    def phase(self, name: str) -> tuple[str, Phase]:
+        """The canonical name and implementation; InvalidParams for unknown or unbuilt phases."""
+        canonical = normalize_phase(name)
+        impl = self.phases.get(canonical)
+        if impl is None:
+            built = ", ".join(self.phases)
+            raise InvalidParams(
+                f"phase {canonical} is not available yet (built: {built})",
+                data={"phase": canonical},
+            )
+        return canonical, impl
+
+    # -- run ----------------------------------------------------------------------
+
+    async def run(
+        self, phase: str, *, trigger: ledger.Trigger = "manual", dry_run: bool = False
+    ) -> DreamsRunResult:
+        name, impl = self.phase(phase)
+        if dry_run:
+            now = self.clock()
+            plan = await self.db.read(lambda c: impl.plan(c, now))
+            return DreamsRunResult(plan=wire_plan(plan))
+        if self._running:
+            # This daemon's own run: say which (the lock would say only "held").
+            raise Conflict(
+                f"dream phase {', '.join(sorted(self._running))} is running; try again later",
+                data={"running": sorted(self._running)},
+            )
+        self._running.add(name)
+        try:
+            async with locks.hold(
+                self.db, LOCK_NAME, self.owner, self.cfg.lock_ttl_s, clock=self.clock
+            ) as held:
+                await self.db.writer.run(_close_orphans, single=True)
+                self.on_status(f"dreaming: {name} planning")
+                now = self.clock()
+                plan = await self.db.read(lambda c: impl.plan(c, now))
+                self.on_status(f"dreaming: {name} applying {len(plan.ops)} ops")
+                clock, writer, data_dir = self.clock, self.db.writer, self.data_dir
+                stop = threading.Event()
+
+                def check(conn: apsw.Connection) -> bool:
+                    # Fencing, and a stop on cancel (daemon shutdown, lease lost):
+                    # the batch in flight rolls back and the run ends as failed.
+                    return not stop.is_set() and held.check(conn, clock())
+
+                def apply() -> RunReport:
+                    return apply_plan(
+                        plan,
+                        transact=writer.run_sync,
+                        check=check,
+                        trigger=trigger,
+                        data_dir=data_dir,
+                        clock=clock,
+                    )
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_set_on_cancel, stop)
+                    report = await trio.to_thread.run_sync(apply)
+                    nursery.cancel_scope.cancel()
+                if report.counts:
+                    self.written()  # the vector indexer follows new and changed memories
+        finally:
+            self._running.discard(name)
+            self.on_status("")
+        log.info(
+            "dream run %d %s %s in %d ms: %s",
+            report.run_id,
+            name,
+            report.status,
+            report.duration_ms,
+            report.counts,
+        )
+        return DreamsRunResult(report=report)
+
+    async def scheduled(self, phase: str, trigger: str) -> None:
+        """The scheduler's `run`: unbuilt phases are skipped (logged once each)."""
+        name = normalize_phase(phase)
+        if name not in self.phases:
+            if name not in self._unbuilt_logged:
+                self._unbuilt_logged.add(name)
+                log.info("%s is scheduled but not built yet: skipped", name)
+            return
+        await self.run(name, trigger="scheduled" if trigger == "scheduled" else "manual")
+
+    async def last_run(self, phase: str) -> float | None:
+        """The scheduler's `last_run`: when the phase last started (from the ledger)."""
+        runs = await self.db.read(ledger.last_runs)
+        run = runs.get(normalize_phase(phase))
+        return run.started_at if run is not None else None
+
+    # -- undo ---------------------------------------------------------------------
+
+    async def undo(self, run_id: int) -> UndoReport:
+        if self._running:
+            raise Conflict(
+                f"dream phase {', '.join(sorted(self._running))} is running; undo after it",
+                data={"running": sorted(self._running)},
+            )
+        self._running.add("undo")
+        try:
+            async with locks.hold(
+                self.db, LOCK_NAME, self.owner, self.cfg.lock_ttl_s, clock=self.clock
+            ):
+                self.on_status(f"dreaming: undoing run {run_id}")
+                writer, data_dir, clock = self.db.writer, self.data_dir, self.clock
+                report = await trio.to_thread.run_sync(
+                    lambda: undo(run_id, transact=writer.run_sync, data_dir=data_dir, clock=clock)
+                )
+        finally:
+            self._running.discard("undo")
+            self.on_status("")
+        self.written()
+        return report
+
+    # -- status -------------------------------------------------------------------
+
+    async def status(self, window_hours: float) -> DreamsStatusResult:
+        now = self.clock()
+        since = now - window_hours * 3600
+
+        Runs = dict[str, list[ledger.RunRecord]]
+
+        def read(conn: apsw.Connection) -> tuple[Runs, Runs, int, locks.LockInfo | None]:
+            recent = {
+                p: ledger.recent_runs(conn, phase=p, since=since, limit=10_000) for p in PHASES
+            }
+            last3 = {p: ledger.recent_runs(conn, phase=p, limit=STUCK_RUNS) for p in PHASES}
+            unscored = conn.execute(
+                "SELECT count(*) FROM memories WHERE state = 'active' "
+                f"AND json_extract(metadata, '$.{SCORE_KEY}') IS NULL"
+            ).fetchone()
+            return (
+                recent,
+                last3,
+                int(unscored[0]) if unscored else 0,
+                locks.holder(conn, LOCK_NAME, now),
+            )
+
+        recent, last3, unscored, lock = await self.db.read(read)
+        sched = self.scheduler
+        nexts = sched.next_runs() if sched is not None else {}
+        running = set(sched.running()) if sched is not None else set()
+        running |= self._running
+        schedules = sched.schedules() if sched is not None else {}
+        phases = []
+        for p in PHASES:
+            runs = recent[p]
+            backlog = unscored if p == "light-sleep" else None
+            s = schedules.get(p)
+            phases.append(
+                PhaseStatus(
+                    phase=p,
+                    available=p in self.phases,
+                    schedule=s.cron if s is not None else None,
+                    timezone=s.zone_name if s is not None else "",
+                    next_run=nexts.get(p),
+                    running=p in running,
+                    runs=len(runs),
+                    total_duration_ms=sum(r.duration_ms or 0 for r in runs),
+                    items=sum(r.items_processed for r in runs),
+                    last_run=last3[p][0] if last3[p] else None,
+                    backlog=backlog,
+                    backlog_what="active memories not scored yet" if backlog is not None else "",
+                    stuck=stuck_warning(last3[p], backlog),
+                )
+            )
+        lock_state = None
+        if lock is not None:
+            lock_state = LockState(
+                name=lock.name,
+                owner=lock.owner,
+                token=lock.token,
+                acquired_at=lock.acquired_at,
+                expires_at=lock.expires_at,
+                held=lock.held,
+            )
+        return DreamsStatusResult(
+            now=now,
+            window_hours=window_hours,
+            preset=self.cfg.preset,
+            lock=lock_state,
+            phases=phases,
+        )
+
+
+def _close_orphans(conn: apsw.Connection) -> None:
+    """Mark runs left 'running' by a killed daemon as failed (their ops stay undoable).
+
+    Called with the lock held: every phase runs under that one lock, so no
+    other run can be going, and a 'running' row is one whose daemon died.
+    """
+    conn.execute(
+        "UPDATE dream_runs SET status = 'failed', "
+        "notes = trim(notes || ' (interrupted: the daemon stopped mid-run)') "
+        "WHERE status = 'running'"
+    )
+
+
+def _changes(run: ledger.RunRecord) -> dict[str, int]:
+    return {k: v for k, v in run.counts.items() if k != "skipped" and v}
+
+
+def stuck_warning(last: list[ledger.RunRecord], backlog: int | None) -> str:
+    """A warning when the last STUCK_RUNS finished runs made no progress, or the same one."""
+    done = [r for r in last if r.status in ("completed", "failed")]
+    if len(done) < STUCK_RUNS or len(done) != len(last):
+        return ""
+    changes = [_changes(r) for r in done]
+    if not any(changes) and backlog:
+        return (
+            f"the last {STUCK_RUNS} runs changed nothing while {backlog} items wait: "
+            "check the daemon log"
+        )
+    if changes[0] and all(c == changes[0] for c in changes):
+        return f"the last {STUCK_RUNS} runs produced identical counts {changes[0]}: a stuck cycle?"
+    return ""
