@@ -23,11 +23,11 @@ from reverie.daemon import datadir, logs
 from reverie.daemon.config import Config
 from reverie.daemon.listen import allowed_uids, bind_unix_socket
 from reverie.daemon.server import Server
-from reverie.daemon.spool_drain import SpoolDrainer  # events
+from reverie.daemon.spool_drain import SpoolDrainer
 from reverie.daemon.systemd import Notifier, activated_socket, watchdog_interval, watchdog_loop
 from reverie.errors import ReverieError
-from reverie.phases.service import Dreams  # dreams
-from reverie.rpc import spool  # events
+from reverie.phases.service import Dreams
+from reverie.rpc import spool
 from reverie.rpc.dispatch import Dispatcher, ServerInfo
 from reverie.store.database import Database
 from reverie.store.embedding import make_embedder
@@ -78,8 +78,8 @@ class _Daemon:
         self.stop_requested = trio.Event()
         self.server: Server | None = None
         self.indexer: Indexer | None = None
-        self.dreams: Dreams | None = None  # dreams
-        self.dreaming = ""  # dreams: what sd_notify STATUS shows while a phase runs
+        self.dreams: Dreams | None = None
+        self.dreaming = ""  # what sd_notify STATUS shows while a phase runs
 
     async def run(self) -> None:
         sock, activated = self._listening_socket()
@@ -94,7 +94,7 @@ class _Daemon:
         )
         self.indexer = self._indexer()
         ix0 = self.indexer
-        self.dreams = Dreams(  # dreams: manual runs over RPC, scheduled ones below
+        self.dreams = Dreams(  # manual runs over RPC, scheduled ones below
             self.db,
             self.cfg.data_path,
             self.cfg.dreams,
@@ -106,7 +106,7 @@ class _Daemon:
             info,
             search=self.cfg.search,
             indexer=self.indexer,
-            sessions=self.cfg.sessions,  # sessions: when a silent session is stale
+            sessions=self.cfg.sessions,  # when a silent session is stale
             dreams=self.dreams,
         )
         server = Server(
@@ -126,7 +126,7 @@ class _Daemon:
                 if interval := watchdog_interval():
                     nursery.start_soon(watchdog_loop, self.notifier, interval, self._healthy)
                 nursery.start_soon(self._status_loop, server)
-                # events: drain the hooks' spool now, then on a timer
+                # Drain the hooks' spool now, then on a timer
                 ix = self.indexer
                 drainer = SpoolDrainer(
                     self.db,
@@ -135,7 +135,7 @@ class _Daemon:
                     on_written=ix.notify if ix is not None else lambda: None,
                 )
                 nursery.start_soon(drainer.run)
-                await nursery.start(self._dream_scheduler)  # dreams
+                await nursery.start(self._dream_scheduler)
                 await self.stop_requested.wait()
                 if self.indexer is not None:
                     self.indexer.stop()
@@ -231,7 +231,7 @@ class _Daemon:
                     self.cfg.embedder = new.embedder
                     self.indexer.switch_model(embedder)
                     log.info("reload: re-embedding with %s in the background", embedder.model_id)
-            self._reload_dreams(new)  # dreams
+            self._reload_dreams(new)
             needs_restart = _changed_keys(self.cfg, new)
             if needs_restart:
                 log.warning(
@@ -285,7 +285,7 @@ class _Daemon:
             self.notifier.status(
                 f"serving: connections={server.active} requests={server.requests} "
                 f"commits={self.db.writer.commits}"
-                + (f"; {self.dreaming}" if self.dreaming else "")  # dreams
+                + (f"; {self.dreaming}" if self.dreaming else "")
             )
             await trio.sleep(STATUS_INTERVAL_S)
 

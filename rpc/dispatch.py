@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from reverie import __version__
 from reverie.daemon.config import DreamsConfig, SearchConfig, SessionsConfig
 from reverie.errors import UnknownMethod
-from reverie.phases.service import Dreams  # dreams
-from reverie.rpc.proto_dreams import DreamsRun, DreamsStatus, DreamsUndo  # dreams
+from reverie.phases.service import Dreams
+from reverie.rpc.proto_dreams import DreamsRun, DreamsStatus, DreamsUndo
 from reverie.rpc.proto_episodes import (
     CompleteEpisode,
     GetEpisode,
@@ -24,8 +24,8 @@ from reverie.rpc.proto_episodes import (
     SimilarEpisodes,
     StartEpisode,
 )
-from reverie.rpc.proto_events import Capture, ListEvents, PostEvents  # events
-from reverie.rpc.proto_sessions import (  # sessions
+from reverie.rpc.proto_events import Capture, ListEvents, PostEvents
+from reverie.rpc.proto_sessions import (
     Brief,
     Claim,
     Claims,
@@ -58,10 +58,10 @@ from reverie.rpc.protocol import (
     StatusResult,
 )
 from reverie.store import hybrid
-from reverie.store.coordination import Coordination  # sessions
+from reverie.store.coordination import Coordination
 from reverie.store.database import Database
 from reverie.store.episodes import serve as serve_episode
-from reverie.store.events import serve as serve_events  # events
+from reverie.store.events import serve as serve_events
 from reverie.store.indexer import Indexer
 
 
