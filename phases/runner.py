@@ -36,6 +36,9 @@ from reverie.rpc.proto_dreams import RunReport as RunReport  # defined with the 
 T = TypeVar("T")
 Transact = Callable[[Callable[[apsw.Connection], Any]], Any]
 Check = Callable[[apsw.Connection], bool]
+# A step after the ops (deep sleep's purge and maintenance): not ops, not
+# undoable; it gets the same transact and fencing check, and returns a note.
+After = Callable[[Transact, Check], str]
 BATCH = 256  # ops per transaction: short enough not to stall the writer's other jobs
 
 
@@ -84,6 +87,7 @@ def apply_plan(
     data_dir: Path | None = None,
     clock: Callable[[], float] = time.time,
     batch: int = BATCH,
+    after: After | None = None,
 ) -> RunReport:
     """Apply `plan` in batches with the ledger around it; never raises for a failed batch."""
     started = clock()
@@ -119,9 +123,16 @@ def apply_plan(
         for k, v in done.items():
             counts[k] = counts.get(k, 0) + v
         seq += sum(v for k, v in done.items() if k != "skipped")
+    notes = plan.notes
+    if after is not None and not errors:
+        try:
+            notes = f"{notes}; done: {after(transact, check)}"
+        except (ReverieError, apsw.Error) as e:
+            errors.append(str(e))
     completed = clock()
     status: ledger.Status = "failed" if errors else "completed"
-    notes = plan.notes if not errors else f"{plan.notes} (stopped: {errors[-1]})".strip()
+    if errors:
+        notes = f"{notes} (stopped: {errors[-1]})".strip()
     record: ledger.RunRecord = transact(
         lambda c: ledger.finish_run(
             c,
