@@ -19,6 +19,14 @@ from typing import Any, Literal
 
 import apsw
 import msgspec
+from reverie.phases.ops_rem import (  # REM ops (phases/ops_rem.py)
+    REM_OP_NAMES,
+    REM_OPS,
+    MergeDuplicates,
+    Supersede,
+    apply_rem,
+    undo_rem,
+)
 from reverie.rpc.protocol import Remember
 from reverie.store import memories
 
@@ -60,11 +68,13 @@ class CreateSummary(msgspec.Struct, tag="create_summary", kw_only=True, frozen=T
     mark_key: str = "summarized_by"
 
 
-Op = SetTier | SetMeta | CreateSummary
+Op = SetTier | SetMeta | CreateSummary | MergeDuplicates | Supersede  # REM: ops_rem.py
 OP_NAMES: dict[type[Any], str] = {
     SetTier: "set_tier",
     SetMeta: "set_meta",
     CreateSummary: "create_summary",
+    MergeDuplicates: "merge_duplicates",  # REM
+    Supersede: "supersede",  # REM
 }
 
 
@@ -140,6 +150,11 @@ def apply_op(conn: apsw.Connection, op: Op, now: float) -> Applied | None:
         return Applied(
             op="set_meta", before_ids=[op.memory_id], after_ids=[op.memory_id], data=data
         )
+    if isinstance(op, REM_OPS):  # REM (phases/ops_rem.py)
+        rem = apply_rem(conn, op, now)
+        if rem is None:
+            return None
+        return Applied(op=rem[0], before_ids=rem[1], after_ids=rem[2], data=rem[3])
     return _create_summary(conn, op, now)
 
 
@@ -183,6 +198,8 @@ def undo_op(
     conn: apsw.Connection, name: str, data: dict[str, Any], now: float, run_id: int
 ) -> bool:
     """Reverse one applied op exactly; False when the memory moved on since (left as it is)."""
+    if name in REM_OP_NAMES:  # REM (phases/ops_rem.py)
+        return undo_rem(conn, name, data, now)
     op = data["op"]
     if name == "set_tier":
         row = conn.execute("SELECT tier FROM memories WHERE id = ?", (op["memory_id"],)).fetchone()

@@ -6,10 +6,10 @@ a second daemon on the same database (or a manual run during a scheduled
 one) gets a Conflict. A dry run only reads: it takes no lock (the lock is a
 row in `locks`) and writes no ledger.
 
-Only light sleep is built. Asking for `rem` or `deep-sleep` by RPC is an
-InvalidParams ("not available yet"); the scheduler's entries for them are
-skipped with one log line per phase (`scheduled`), so a preset that names
-them does not fail every night.
+All three phases are served (phases/light.py, phases/rem.py,
+phases/deep.py). A phase missing from `phases` would be refused over RPC
+with InvalidParams ("not available yet") and its schedule slots skipped
+with one log line (`scheduled`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ import trio
 from reverie.daemon.config import DreamsConfig
 from reverie.errors import Conflict, InvalidParams
 from reverie.phases import ledger, locks
+from reverie.phases.deep import Checkpoint, DeepSleep, checkpoint_on  # deep sleep
 from reverie.phases.light import SCORE_KEY, LightConfig, LightSleep
 from reverie.phases.names import PHASES, normalize_phase
+from reverie.phases.rem import Rem, RemConfig  # REM
 from reverie.phases.runner import Phase, Plan, apply_plan
 from reverie.phases.undo import undo
 from reverie.rpc.proto_dreams import (
@@ -42,6 +44,7 @@ from reverie.rpc.proto_dreams import (
     RunReport,
     UndoReport,
 )
+from reverie.store.connection import open_connection  # deep sleep's checkpoint
 
 if TYPE_CHECKING:
     from reverie.phases.schedule import Scheduler
@@ -84,6 +87,7 @@ class Dreams:
         cfg: DreamsConfig,
         *,
         light: LightConfig | None = None,
+        rem: RemConfig | None = None,  # REM: defaults when None
         written: Callable[[], None] = _noop,
         on_status: Callable[[str], None] = _noop,
         clock: Callable[[], float] = time.time,
@@ -92,6 +96,8 @@ class Dreams:
         self.data_dir = data_dir
         self.cfg = cfg
         self.phases: dict[str, Phase] = {"light-sleep": LightSleep(light)}
+        self.phases["rem"] = Rem(rem)  # REM: merge near-duplicates, supersede old facts
+        self.phases["deep-sleep"] = DeepSleep(light=light)  # deep sleep: default DeepConfig
         self.written = written
         self.on_status = on_status
         self.clock = clock
@@ -140,6 +146,11 @@ class Dreams:
                 self.on_status(f"dreaming: {name} applying {len(plan.ops)} ops")
                 clock, writer, data_dir = self.clock, self.db.writer, self.data_dir
                 stop = threading.Event()
+                after = (  # deep sleep: checkpoint on a connection of its own
+                    impl.maintenance(now, _checkpointer(self.db.path))
+                    if isinstance(impl, DeepSleep)
+                    else None
+                )
 
                 def check(conn: apsw.Connection) -> bool:
                     # Fencing, and a stop on cancel (daemon shutdown, lease lost):
@@ -154,6 +165,7 @@ class Dreams:
                         trigger=trigger,
                         data_dir=data_dir,
                         clock=clock,
+                        after=after,  # deep sleep: purge and maintenance after the ops
                     )
 
                 async with trio.open_nursery() as nursery:
@@ -284,6 +296,21 @@ class Dreams:
             lock=lock_state,
             phases=phases,
         )
+
+
+def _checkpointer(path: Path) -> Checkpoint:
+    """Deep sleep's WAL checkpoint(TRUNCATE): the writer's jobs all run inside a
+    transaction, where SQLite refuses to checkpoint, so it gets a short-lived
+    write connection (waiting on the writer through the busy timeout)."""
+
+    def run() -> tuple[int, int, int]:
+        conn = open_connection(path)
+        try:
+            return checkpoint_on(conn)()
+        finally:
+            conn.close()
+
+    return run
 
 
 def _close_orphans(conn: apsw.Connection) -> None:

@@ -191,9 +191,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     common(dreams)
     dsub = dreams.add_subparsers(dest="dreams_command", required=True, metavar="COMMAND")
 
-    p = dsub.add_parser(
-        "run", help="run a phase now and wait (light-sleep; rem and deep-sleep are not built yet)"
-    )
+    p = dsub.add_parser("run", help="run a phase now and wait")
     _common(p)
     p.add_argument("--phase", required=True, help="light-sleep, rem or deep-sleep (camelCase ok)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")

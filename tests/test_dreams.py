@@ -132,7 +132,7 @@ def test_dry_run_run_status_undo(short_tmp: Path) -> None:
         # Scored: everything but the new summary (the next run scores it).
         assert light.backlog == 1 and not light.running and light.stuck == ""
         rem = next(p for p in st.phases if p.phase == "rem")
-        assert not rem.available and rem.runs == 0 and rem.backlog is None
+        assert rem.available and rem.runs == 0 and rem.backlog is None  # REM is built
         assert st.lock is not None and not st.lock.held and st.lock.token == 1
         assert st.preset == "core"
 
@@ -146,10 +146,10 @@ def test_dry_run_run_status_undo(short_tmp: Path) -> None:
         assert ledger.read_lines(d.data_dir)[-1]["event"] == "undo"
 
         # Phases not built yet are refused, clearly; unknown names too.
-        with pytest.raises(InvalidParams, match="rem is not available yet"):
-            c.call(DreamsRun(phase="rem"))
-        with pytest.raises(InvalidParams, match="deep-sleep is not available yet"):
-            c.call(DreamsRun(phase="deepSleep", dry_run=True))
+        rem_dry: DreamsRunResult = c.call(DreamsRun(phase="rem", dry_run=True))  # REM: built
+        assert rem_dry.plan is not None and rem_dry.plan.phase == "rem"
+        deep: DreamsRunResult = c.call(DreamsRun(phase="deepSleep", dry_run=True))  # built
+        assert deep.plan is not None and deep.plan.phase == "deep-sleep"
         with pytest.raises(InvalidParams, match="unknown phase"):
             c.call(DreamsRun(phase="nap"))
 
@@ -173,7 +173,7 @@ def test_cli_round_trip(short_tmp: Path) -> None:
         assert "create_summary" not in second["counts"]  # the session is summarized once
 
         text = _cli(d, "dreams", "status", "--window-hours", "2").stdout
-        assert "light-sleep" in text and "rem (not built yet)" in text and "lock: free" in text
+        assert "light-sleep" in text and "lock: free" in text
         md = _cli(d, "dreams", "status", "--format", "markdown").stdout
         assert md.startswith("## Dreams") and "| light-sleep |" in md
         st = json.loads(_cli(d, "dreams", "--json", "status").stdout)
@@ -184,8 +184,8 @@ def test_cli_round_trip(short_tmp: Path) -> None:
         assert undo.returncode == 0, undo.stderr
         assert json.loads(undo.stdout)["reversed"] >= 1
 
-        bad = _cli(d, "dreams", "run", "--phase", "rem")
-        assert bad.returncode == 2 and "rem is not available yet" in bad.stderr
+        bad = _cli(d, "dreams", "run", "--phase", "nap")  # REM: rem is built now
+        assert bad.returncode == 2 and "unknown phase" in bad.stderr
         missing = _cli(d, "dreams", "undo", "999")
         assert missing.returncode == 4, missing.stderr
 

@@ -1,0 +1,112 @@
+"""REM's plan, apply and undo times on a synthetic store (not part of pytest).
+
+    python3 tests/bench/bench_dream_rem.py [N ...]   (default: 10000)
+
+Each store holds N facts in one workspace (the worst case: REM compares per
+workspace) with lexical vectors stored as the daemon's indexer stores them:
+sentences over 3375 words, 5% near-copies (casing, punctuation) and 2% value updates.
+Timed: the first, full plan (every memory against every other), apply,
+undo, then an incremental plan after 1% new memories (the steady state).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+from reverie.phases.rem import Rem
+from reverie.phases.runner import apply_plan, transact_on
+from reverie.phases.undo import undo
+from reverie.store import schema, vectors
+from reverie.store.connection import open_connection
+from reverie.store.embed_lexical import LexicalEmbedder
+from reverie.store.memories import content_hash
+
+_json = msgspec.json.Encoder()
+_SYLLABLES = "ka lo mi re tu sa ne po di fa gu be ro la vi".split()
+# 3375 pseudo-words: sentences share some words, as real memories do, without
+# every pair looking alike (a tiny vocabulary floods the candidate pairs).
+WORDS = [a + b + c for a in _SYLLABLES for b in _SYLLABLES for c in _SYLLABLES]
+
+
+def _text(rnd: random.Random, i: int) -> str:
+    words = rnd.sample(WORDS, 5)
+    return f"The {words[0]} {words[1]} of team{i % 997} uses {words[2]} {words[3]} {words[4]} {i}."
+
+
+def build(path: Path, n: int, now: float) -> None:
+    conn = open_connection(path, synchronous="OFF")
+    schema.migrate(conn)
+    rnd = random.Random(7)
+    texts: list[str] = []
+    for i in range(n):
+        r = rnd.random()
+        if texts and r < 0.05:
+            texts.append(rnd.choice(texts).lower().rstrip(".") + "!")  # a near-copy
+        elif texts and r < 0.07:
+            base = rnd.choice(texts)
+            texts.append(base.rsplit(" ", 1)[0] + f" {rnd.randrange(10**6)}.")  # an update
+        else:
+            texts.append(_text(rnd, i))
+    rows = []
+    for i, t in enumerate(texts):
+        at = now - 2 * 86400 + i * 0.5
+        rows.append((f"{i:032x}", "ws", "fact", t, at, at, at, content_hash(t), i + 1))
+    with conn:
+        conn.executemany(
+            "INSERT OR IGNORE INTO memories (uid, workspace, kind, content, created_at, "
+            "observed_at, updated_at, content_hash, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    emb = LexicalEmbedder()
+    got = conn.execute("SELECT id, content, content_hash FROM memories").fetchall()
+    for s in range(0, len(got), 4096):
+        part = got[s : s + 4096]
+        vecs = emb.embed([r[1] for r in part])
+        with conn:
+            vectors.save(
+                conn, emb.model_id, [(r[0], r[2], v) for r, v in zip(part, vecs, strict=True)]
+            )
+    conn.close()
+
+
+def main(sizes: list[int]) -> None:
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "bench.db"
+            now = time.time()
+            t = time.perf_counter()
+            build(path, n, now)
+            built = time.perf_counter() - t
+            conn = open_connection(path)
+            t0 = time.perf_counter()
+            plan = Rem().plan(conn, now)
+            t1 = time.perf_counter()
+            report = apply_plan(plan, transact=transact_on(conn), clock=lambda now=now: now)
+            t2 = time.perf_counter()
+            undo(report.run_id, transact=transact_on(conn))
+            t3 = time.perf_counter()
+            print(
+                f"rem n={n} (built in {built:.1f}s): full plan {t1 - t0:.2f}s "
+                f"({len(plan.ops)} ops: {plan.counts()}), apply {t2 - t1:.2f}s, "
+                f"undo {t3 - t2:.2f}s"
+            )
+            # Steady state: a run done, then 1% new memories; the plan compares those.
+            report = apply_plan(
+                Rem().plan(conn, now), transact=transact_on(conn), clock=lambda now=now: now
+            )
+            with conn:
+                conn.execute("UPDATE memories SET updated_at = ? WHERE id % 100 = 0", (now + 7200,))
+            t4 = time.perf_counter()
+            inc = Rem().plan(conn, now + 7200)
+            t5 = time.perf_counter()
+            print(f"rem n={n}: incremental plan (1% changed) {t5 - t4:.2f}s; {inc.notes}")
+            conn.close()
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [10_000])
