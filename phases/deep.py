@@ -51,7 +51,7 @@ from typing import Any, cast
 import apsw
 import msgspec
 from reverie.errors import LockLost
-from reverie.phases.light import DAY, SCORE_KEY, LightConfig, score
+from reverie.phases.light import ACTIVE_ROWS, DAY, SCORE_KEY, LightConfig, score
 from reverie.phases.ops import Op, SetTier, Tier
 from reverie.phases.runner import Check, Plan, Transact
 from reverie.store import memories
@@ -114,10 +114,7 @@ class DeepSleep:
     def plan(self, conn: apsw.Connection, now: float) -> Plan:
         ops: list[Op] = []
         items = 0
-        for mid, tier, meta_text, *row in conn.execute(
-            "SELECT id, tier, metadata, kind, importance, observed_at, last_recalled_at, "
-            "recall_count, distinct_queries FROM memories WHERE state = 'active' ORDER BY id"
-        ):
+        for mid, tier, meta_text, *row in conn.execute(ACTIVE_ROWS):
             items += 1
             meta = json.loads(meta_text) if "pinned" in meta_text or SCORE_KEY in meta_text else {}
             to = self._verdict(now, cast(Tier, tier), tuple(row), meta)

@@ -138,6 +138,13 @@ def _candidate(
     return None, None
 
 
+# Every active memory with what scoring needs (deep sleep reads the same).
+ACTIVE_ROWS = (
+    "SELECT id, tier, metadata, kind, importance, observed_at, last_recalled_at, "
+    "recall_count, distinct_queries FROM memories WHERE state = 'active' ORDER BY id"
+)
+
+
 class LightSleep:
     name = "light-sleep"
 
@@ -147,10 +154,7 @@ class LightSleep:
     def plan(self, conn: apsw.Connection, now: float) -> Plan:
         ops: list[Op] = []
         items = 0
-        for mid, tier, meta_text, *row in conn.execute(
-            "SELECT id, tier, metadata, kind, importance, observed_at, last_recalled_at, "
-            "recall_count, distinct_queries FROM memories WHERE state = 'active' ORDER BY id"
-        ):
+        for mid, tier, meta_text, *row in conn.execute(ACTIVE_ROWS):
             items += 1
             meta = json.loads(meta_text)
             s = score(self.cfg, now, tuple(row))
