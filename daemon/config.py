@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 from reverie.errors import ConfigError
+from reverie.phases.settings import DeepConfig, LightConfig, RemConfig  # dreams
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 EmbedderName = Literal["lexical", "minilm", "http"]
@@ -148,6 +149,10 @@ class DreamsConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaul
     lock_ttl_s: Annotated[float, Meta(ge=1, le=86400)] = 600.0
     # Keyed light-sleep / rem / deep-sleep (lightSleep, deepSleep accepted).
     phases: dict[str, DreamPhaseConfig] = {}
+    # Each phase's tunables (phases/settings.py: msgspec only, cheap to import).
+    light_sleep: LightConfig = msgspec.field(default_factory=LightConfig)
+    rem: RemConfig = msgspec.field(default_factory=RemConfig)
+    deep_sleep: DeepConfig = msgspec.field(default_factory=DeepConfig)
 
 
 # -- end dreams ----------------------------------------------------------------

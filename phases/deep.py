@@ -17,6 +17,10 @@ marks and every tier move is an undoable `SetTier` op:
       age, so a memory that became useful again is kept), or
     - its score is below `archive_max_score` and it is older than
       `archive_min_age_days`, whatever the marks say.
+  "Seen" and "older" count from max(created_at, last_recalled_at) (light
+  sleep's `stale_days`), never from observed_at: an imported history of old
+  events has just entered the store and is not stale until it has gone
+  unrecalled there for the grace period.
   Never a protected kind (light sleep's `protected_kinds`: decision,
   preference, procedure) and never a pinned memory (`metadata.pinned`).
 
@@ -49,27 +53,14 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import apsw
-import msgspec
 from reverie.errors import LockLost
-from reverie.phases.light import ACTIVE_ROWS, DAY, SCORE_KEY, LightConfig, score
+from reverie.phases.light import ACTIVE_ROWS, DAY, SCORE_KEY, LightConfig, score, stale_days
 from reverie.phases.ops import Op, SetTier, Tier
 from reverie.phases.runner import Check, Plan, Transact
+from reverie.phases.settings import DeepConfig as DeepConfig  # on the CLI's import path
 from reverie.store import memories
 
 Checkpoint = Callable[[], tuple[int, int, int]]  # PRAGMA wal_checkpoint's (busy, log, done)
-
-
-class DeepConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Deep sleep's tunables (defaults: openclaw's `deep` preset gates, then retention)."""
-
-    promote_min_score: float = 0.8  # the light-sleep score, recomputed at plan time
-    promote_min_recalls: int = 3  # recall_count
-    promote_min_queries: int = 3  # distinct_queries
-    archive_grace_days: float = 14.0  # an archive-marked memory unseen this long is archived
-    archive_max_score: float = 0.1  # or: a score below this...
-    archive_min_age_days: float = 60.0  # ...and unseen this long, marks or not
-    purge_forgotten_after_days: float = 90.0  # tombstones keep their text this long; 0: never
-    maintenance: bool = True  # FTS optimize, PRAGMA optimize, WAL checkpoint after the ops
 
 
 _PURGEABLE = (
@@ -87,7 +78,7 @@ class DeepSleep:
 
     def _verdict(self, now: float, tier: Tier, row: tuple[Any, ...], meta: dict[str, Any]) -> Tier:
         cfg = self.cfg
-        kind, _imp, observed, recalled, rcount, dq = row
+        kind, _imp, _observed, _recalled, rcount, dq = row[:6]
         s = score(self.light, now, row)
         if (
             tier == "short"
@@ -98,7 +89,7 @@ class DeepSleep:
             return "long"
         if tier == "archived" or meta.get("pinned") or kind in self.light.protected_kinds:
             return tier
-        age_days = (now - max(observed, recalled or 0.0)) / DAY
+        age_days = stale_days(now, row)
         mark = meta.get(SCORE_KEY)
         marked = isinstance(mark, dict) and mark.get("candidate") == "archive"
         if marked and age_days >= cfg.archive_grace_days:

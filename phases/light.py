@@ -26,6 +26,14 @@ not what retrieval sees:
   recalled since. Moving tiers here would make retrieval flicker with every
   run; a mark is free to revise at the next run.
 
+  Staleness is counted in the store, not in the world: `stale_days` is the
+  time since max(created_at, last_recalled_at), i.e. since the memory
+  entered the store or was last useful. The score's recency keeps
+  observed_at (an old event is less relevant), but an archive decision on
+  observed_at alone would archive a freshly imported history (a chat log
+  from 2023, never recalled yet because it just arrived) on its first
+  run, before anyone had a chance to search it.
+
 * Sessions. Short-term observations of a session (metadata.session_id) not
   yet summarized are grouped by (workspace, session); once the session is
   over (a SessionEnd observation, or quiet for `session_idle_s`) they are
@@ -44,59 +52,18 @@ import math
 from typing import Any
 
 import apsw
-import msgspec
 from reverie.phases.ops import CreateSummary, Op, SetMeta
 from reverie.phases.runner import Plan
 from reverie.phases.session_summary import Observation, summarize
+from reverie.phases.settings import LightConfig as LightConfig  # on the CLI's import path
 
 DAY = 86400.0
 SCORE_KEY = "dream"
 
 
-def _default_kind_weights() -> dict[str, float]:
-    return {
-        "decision": 1.2,
-        "preference": 1.2,
-        "procedure": 1.1,
-        "fact": 1.1,
-        "summary": 1.0,
-        "digest": 1.0,
-        "observation": 0.8,
-    }
-
-
-class LightConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Light sleep's tunables (hooked into the daemon config as dreams.light_sleep)."""
-
-    half_life_days: float = 14.0
-    recall_scale: float = 3.0
-    query_scale: float = 2.0
-    w_recency: float = 0.35
-    w_recall: float = 0.25
-    w_queries: float = 0.15
-    w_importance: float = 0.25
-    kind_weights: dict[str, float] = msgspec.field(default_factory=_default_kind_weights)
-    score_epsilon: float = 0.05  # rewrite a stored score only when it moved this much
-    promote_min_score: float = 0.75
-    promote_min_recalls: int = 3
-    promote_min_queries: int = 2
-    archive_max_score: float = 0.15
-    archive_min_age_days: float = 30.0
-    summarized_archive_age_days: float = 7.0  # a distilled, never-recalled observation
-    protected_kinds: list[str] = msgspec.field(
-        default_factory=lambda: ["decision", "preference", "procedure"]
-    )
-    session_idle_s: float = 1800.0
-    session_min_observations: int = 2
-    session_lookback_days: float = 14.0
-    summary_budget_chars: int = 1200
-    summary_importance: float = 0.6
-    max_sessions: int = 500  # per run: bounds a run after a long outage
-
-
 def score(cfg: LightConfig, now: float, row: tuple[Any, ...]) -> float:
-    """The value score of one memory row (kind, importance, observed, recalled, count, dq)."""
-    kind, importance, observed, recalled, rcount, dq = row
+    """The value score of one memory row (kind, importance, observed, recalled, count, dq, ...)."""
+    kind, importance, observed, recalled, rcount, dq = row[:6]
     age = max(0.0, now - max(observed, recalled or 0.0))
     recency = 0.5 ** (age / (cfg.half_life_days * DAY)) if cfg.half_life_days > 0 else 0.0
     recall = 1 - math.exp(-rcount / cfg.recall_scale) if cfg.recall_scale > 0 else 0.0
@@ -114,8 +81,8 @@ def score(cfg: LightConfig, now: float, row: tuple[Any, ...]) -> float:
 def _candidate(
     cfg: LightConfig, now: float, s: float, tier: str, row: tuple[Any, ...], meta: dict[str, Any]
 ) -> tuple[str | None, str | None]:
-    kind, _imp, observed, recalled, rcount, dq = row
-    age_days = (now - max(observed, recalled or 0.0)) / DAY
+    kind, _imp, _observed, _recalled, rcount, dq = row[:6]
+    age_days = stale_days(now, row)
     pinned = bool(meta.get("pinned"))
     if (
         tier == "short"
@@ -138,11 +105,19 @@ def _candidate(
     return None, None
 
 
-# Every active memory with what scoring needs (deep sleep reads the same).
+# Every active memory with what scoring needs (deep sleep reads the same):
+# after id, tier, metadata, the row is score()'s six columns, then created_at.
 ACTIVE_ROWS = (
     "SELECT id, tier, metadata, kind, importance, observed_at, last_recalled_at, "
-    "recall_count, distinct_queries FROM memories WHERE state = 'active' ORDER BY id"
+    "recall_count, distinct_queries, created_at FROM memories WHERE state = 'active' ORDER BY id"
 )
+
+
+def stale_days(now: float, row: tuple[Any, ...]) -> float:
+    """Days since the memory entered the store or was last recalled (an ACTIVE_ROWS row
+    after id, tier, metadata): what archive decisions age on, never observed_at."""
+    recalled, created = row[3], row[6]
+    return (now - max(float(created), float(recalled or 0.0))) / DAY
 
 
 class LightSleep:

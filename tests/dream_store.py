@@ -30,9 +30,17 @@ def _at(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
-def remember(conn: apsw.Connection, content: str, at: float, **kw: Any) -> int:
+def remember(
+    conn: apsw.Connection, content: str, at: float, *, entered: float | None = None, **kw: Any
+) -> int:
+    """A memory observed at `at` that entered the store at `entered` (default: `at` too;
+    an imported old history passes the import time)."""
     with conn:
         mid, created = memories.remember(conn, Remember(content=content, observed_at=_at(at), **kw))
+        conn.execute(
+            "UPDATE memories SET created_at = ? WHERE id = ?",
+            (at if entered is None else entered, mid),
+        )
     assert created
     return mid
 

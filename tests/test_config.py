@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 from harness import Daemon
 from reverie.daemon import config
@@ -88,7 +89,34 @@ def test_the_readme_documents_every_key_with_its_default() -> None:
     assert block, "README.md must show the configuration as a toml block"
     documented = config.parse(block.group(1), "README.md")
     assert documented == config.Config()
+
+    def check(section: str, value: object) -> None:
+        for f in type(value).__struct_fields__:
+            sub = getattr(value, f)
+            if isinstance(sub, msgspec.Struct):  # a sub-table, e.g. [dreams.rem]
+                assert re.search(rf"^\[{section}\.{f}\]", block.group(1), re.M), (section, f)
+                check(f"{section}.{f}", sub)
+            else:
+                assert re.search(rf"^{f} = ", block.group(1), re.M), f"[{section}] {f} missing"
+
     for section in config.Config.__struct_fields__:
-        fields = getattr(config.Config(), section).__struct_fields__
-        missing = [f for f in fields if not re.search(rf"^{f} = ", block.group(1), re.M)]
-        assert not missing, f"[{section}] keys missing from README.md: {missing}"
+        check(section, getattr(config.Config(), section))
+
+
+def test_rem_settings_mirror_rem_config() -> None:
+    """[dreams.rem] (phases/settings.py) has rem.py's RemConfig fields and defaults."""
+    from reverie.phases import rem, settings
+
+    assert msgspec.to_builtins(settings.RemConfig()) == msgspec.to_builtins(rem.RemConfig())
+    tuned = msgspec.convert({"duplicate_threshold": 0.8, "max_ops": 7}, settings.RemConfig)
+    got = msgspec.convert(msgspec.to_builtins(tuned), rem.RemConfig)
+    assert (got.duplicate_threshold, got.max_ops) == (0.8, 7)
+
+
+def test_dream_phase_tables_are_checked() -> None:
+    cfg = config.parse(
+        "[dreams.light_sleep]\nhalf_life_days = 7.0\n[dreams.deep_sleep]\nmaintenance = false\n"
+    )
+    assert cfg.dreams.light_sleep.half_life_days == 7.0 and not cfg.dreams.deep_sleep.maintenance
+    with pytest.raises(ConfigError, match="half_life"):
+        config.parse("[dreams.light_sleep]\nhalf_life = 7.0\n")

@@ -305,3 +305,24 @@ def test_daemon_dry_run_run_undo(short_tmp: Path) -> None:
             u: "short" for u in by_uid
         }
         assert [h.memory.uid for h in c.search("lunch pizza").hits] == ["stale"]
+
+
+def test_imported_history_is_archived_by_store_age_not_event_age(tmp_path: Path) -> None:
+    # A 2023 chat log imported today (LoCoMo's case): observed 400 days ago,
+    # entered the store now. Archiving it on observed_at would hide the whole
+    # history from search before its first query.
+    conn = open_db(tmp_path)
+    now = time.time()
+    old = now - 400 * DAY
+    mid = remember(conn, "Caroline said, hi", old, entered=now, kind="fact", importance=0.0)
+    cfg = DeepConfig()
+    assert _moves(DeepSleep(cfg).plan(conn, now)) == {}
+    # Light sleep does not mark it either, so the grace rule cannot fire early.
+    apply_plan(LightSleep().plan(conn, now), transact=transact_on(conn))
+    assert _moves(DeepSleep(cfg).plan(conn, now + cfg.archive_grace_days * DAY)) == {}
+    # Unrecalled in the store for archive_min_age_days: stale now.
+    late = now + cfg.archive_min_age_days * DAY
+    assert _moves(DeepSleep(cfg).plan(conn, late)) == {mid: "archived"}
+    # A recall since entering resets the age (the newer of created and recalled).
+    _stats(conn, mid, recalls=1, queries=1, at=late - DAY)
+    assert _moves(DeepSleep(cfg).plan(conn, late)) == {}

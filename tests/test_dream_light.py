@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from dream_store import DAY, dump, memory_state, open_db, populate, reader, remember, seqs
@@ -180,3 +181,25 @@ def test_pinned_memories_are_never_archive_candidates(tmp_path: Path) -> None:
     plan = LightSleep().plan(conn, now)
     marks = {op.memory_id: op.value for op in plan.ops if isinstance(op, SetMeta)}
     assert marks[pinned]["candidate"] is None and marks[plain]["candidate"] == "archive"
+
+
+def test_imported_history_is_not_stale_until_it_ages_in_the_store(tmp_path: Path) -> None:
+    # An old chat log imported today: its events are 300 days old, but it
+    # entered the store now and nobody had a chance to recall it yet.
+    conn = open_db(tmp_path)
+    now = time.time()
+    old = now - 300 * DAY
+    imported = remember(conn, "An imported note", old, entered=now, kind="fact", importance=0.0)
+    native = remember(conn, "A native old note", old, kind="fact", importance=0.0)
+    cfg = LightConfig()
+
+    def marks(at: float) -> dict[int, Any]:
+        plan = LightSleep(cfg).plan(conn, at)
+        return {op.memory_id: op.value for op in plan.ops if isinstance(op, SetMeta)}
+
+    first = marks(now)
+    assert first[imported]["candidate"] is None and first[native]["candidate"] == "archive"
+    # Recency still reads observed_at: the old event scores low either way.
+    assert first[imported]["score"] == first[native]["score"]
+    # Unrecalled in the store for archive_min_age_days: now it is stale.
+    assert marks(now + cfg.archive_min_age_days * DAY)[imported]["candidate"] == "archive"

@@ -23,9 +23,20 @@ How a memory becomes dia_ids (the ids score.py compares with the evidence):
   reported as the dia_ids found in its provenance and metadata: any string of
   the form `D<session>:<turn>` anywhere in them (e.g. provenance
   {"dia_ids": [...]} or {"turns": [{"dia_id": ...}]}), plus, recursively, the
-  dia_ids of memory ids listed under "parents", "memories", "memory_ids" or
-  "sources" (ints, or objects with an "id").
+  dia_ids of memory ids listed under "parents", "memories", "memory_ids",
+  "sources", "merged_from" or "supersedes" (ints, or objects with an "id"). A
+  listed id the driver did not create is fetched (`get`) and resolved the
+  same way, so a summary of merged memories reaches every turn behind it.
+  This covers every memory the dream phases make: REM's merge survivor keeps
+  {"merged_from": [...]} (the superseded sources are hidden from search) and
+  a summary keeps {"memories": [...]}.
 An item with one dia_id is written as a string, with several as a list.
+
+--dream runs a full cycle over the daemon's RPC after a conversation is
+ingested and before its questions: light-sleep, rem, deep-sleep (each a
+`dreams_run`, not a dry run), then waits for the vector index to catch up.
+It prints each run's counts and the search-visible memories (active, not
+archived) before and after.
 """
 
 from __future__ import annotations
@@ -49,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import Daemon, wait_indexed
 from reverie.rpc.client import Client
+from reverie.rpc.proto_dreams import DreamsRun, DreamsRunResult
 from reverie.rpc.protocol import Memory, Remember, Search
 
 DATE_FORMAT = "%I:%M %p on %d %B, %Y"
@@ -59,8 +71,9 @@ TOP_K = 50
 # hundred small remember frames do.
 INGEST_BATCH = 128
 SEARCH_BATCH = 16
+DREAM_PHASES = ("light-sleep", "rem", "deep-sleep")
 _DIA_ID = re.compile(r"D\d+:\d+")
-_PARENT_KEYS = ("parents", "memories", "memory_ids", "sources")
+_PARENT_KEYS = ("parents", "memories", "memory_ids", "sources", "merged_from", "supersedes")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -82,6 +95,10 @@ class ConversationRun:
     ingest_s: float = 0.0
     search_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
+    active_before: int = 0  # --dream: search-visible memories before the cycle
+    active_after: int = 0
+    dream_s: float = 0.0
+    dream_log: list[str] = field(default_factory=list)
 
 
 # -- the data ------------------------------------------------------------------
@@ -111,28 +128,51 @@ def turns(sample: dict[str, Any]) -> Iterator[Turn]:
 # -- memories to dia_ids ---------------------------------------------------------------
 
 
-def _walk_dia_ids(value: Any, by_id: dict[int, list[str]], out: list[str], key: str = "") -> None:
-    if isinstance(value, str):
-        if _DIA_ID.fullmatch(value):
-            out.append(value)
-    elif isinstance(value, int) and key in _PARENT_KEYS:
-        out.extend(by_id.get(value, []))
-    elif isinstance(value, dict):
-        if key in _PARENT_KEYS and isinstance(value.get("id"), int):
-            out.extend(by_id.get(value["id"], []))
-        for k, v in value.items():
-            _walk_dia_ids(v, by_id, out, k)
-    elif isinstance(value, list):
-        for v in value:
-            _walk_dia_ids(v, by_id, out, key)
+class Resolver:
+    """Memory id -> the dia_ids it stands for; ids the driver did not create are
+    fetched once (client.get) and resolved through their own provenance."""
 
+    def __init__(self, client: Client, by_id: dict[int, list[str]]) -> None:
+        self.client = client
+        self.by_id = by_id  # what the driver remembered into each memory it created
+        self.known: dict[int, list[str]] = {}  # fully resolved (provenance included)
+        self._busy: set[int] = set()  # a provenance cycle resolves to nothing more
 
-def source_dia_ids(memory: Memory, by_id: dict[int, list[str]]) -> list[str]:
-    """The dialog turns a memory stands for (see the module docstring)."""
-    found = list(by_id.get(memory.id, []))
-    _walk_dia_ids(memory.provenance, by_id, found)
-    _walk_dia_ids(memory.metadata, by_id, found)
-    return list(dict.fromkeys(found))
+    def of_id(self, memory_id: int) -> list[str]:
+        """A listed parent: its own turns plus, recursively, its provenance's."""
+        if memory_id in self.known:
+            return self.known[memory_id]
+        if memory_id in self._busy:
+            return []
+        self._busy.add(memory_id)
+        try:
+            found = self.of_memory(self.client.get(memory_id))
+        finally:
+            self._busy.discard(memory_id)
+        self.known[memory_id] = found
+        return found
+
+    def of_memory(self, memory: Memory) -> list[str]:
+        """The dialog turns a memory stands for (see the module docstring)."""
+        found = list(self.by_id.get(memory.id, []))
+        self._walk(memory.provenance, found)
+        self._walk(memory.metadata, found)
+        return list(dict.fromkeys(found))
+
+    def _walk(self, value: Any, out: list[str], key: str = "") -> None:
+        if isinstance(value, str):
+            if _DIA_ID.fullmatch(value):
+                out.append(value)
+        elif isinstance(value, int) and not isinstance(value, bool) and key in _PARENT_KEYS:
+            out.extend(self.of_id(value))
+        elif isinstance(value, dict):
+            if key in _PARENT_KEYS and isinstance(value.get("id"), int):
+                out.extend(self.of_id(value["id"]))
+            for k, v in value.items():
+                self._walk(v, out, k)
+        elif isinstance(value, list):
+            for v in value:
+                self._walk(v, out, key)
 
 
 def run_item(dia_ids: list[str]) -> str | list[str]:
@@ -177,7 +217,7 @@ def search_request(question: str, workspace: str, mode: str | None) -> Search:
 def ask(
     client: Client,
     sample: dict[str, Any],
-    by_id: dict[int, list[str]],
+    resolve: Resolver,
     run: ConversationRun,
     mode: str | None,
 ) -> None:
@@ -198,13 +238,36 @@ def ask(
         batch = questions[i : i + SEARCH_BATCH]
         results = client.call_many([search_request(q, ws, mode) for q in batch])
         for j, res in enumerate(results):
-            retrieved = [run_item(source_dia_ids(h.memory, by_id)) for h in res.hits]
+            retrieved = [run_item(resolve.of_memory(h.memory)) for h in res.hits]
             run.lines.append({"sample_id": ws, "qa_index": i + j, "retrieved": retrieved})
     run.search_s = time.perf_counter() - t0
 
 
+def searchable(client: Client) -> int:
+    """Memories a search can return: active and not archived."""
+    counts = client.status().memories
+    return counts.get("active", 0) - counts.get("tier_archived", 0)
+
+
+def dream_cycle(client: Client, run: ConversationRun, indexed: bool) -> None:
+    """light-sleep, rem, deep-sleep over RPC, then let the vector index catch up."""
+    run.active_before = searchable(client)
+    for phase in DREAM_PHASES:
+        res: DreamsRunResult = client.call(DreamsRun(phase=phase, dry_run=False))
+        rep = res.report
+        assert rep is not None, f"{phase}: no report"
+        if rep.status != "completed":
+            raise RuntimeError(f"{run.sample_id} {phase}: {rep.status} {rep.errors}")
+        counts = {k: v for k, v in rep.counts.items() if v}
+        run.dream_log.append(f"{phase} {rep.duration_ms} ms {counts}")
+        run.dream_s += rep.duration_ms / 1000
+    if indexed:
+        wait_indexed(client, timeout=600)
+    run.active_after = searchable(client)
+
+
 def run_conversation(
-    sample: dict[str, Any], config: str | None, mode: str | None, keep: Path | None
+    sample: dict[str, Any], config: str | None, mode: str | None, keep: Path | None, dream: bool
 ) -> ConversationRun:
     run = ConversationRun(sample["sample_id"])
     with tempfile.TemporaryDirectory(prefix="rv-locomo-", dir="/tmp") as tmp:
@@ -212,9 +275,12 @@ def run_conversation(
         root.mkdir(parents=True, exist_ok=True)
         with Daemon(root, config=config, name="d") as daemon, daemon.client(timeout=120) as c:
             by_id = ingest(c, sample, run)
-            if c.status().index is not None and mode != "lexical":
+            indexed = c.status().index is not None
+            if indexed and mode != "lexical":
                 wait_indexed(c, timeout=600)  # search the whole vector index
-            ask(c, sample, by_id, run, mode)
+            if dream:
+                dream_cycle(c, run, indexed)
+            ask(c, sample, Resolver(c, by_id), run, mode)
     return run
 
 
@@ -260,6 +326,16 @@ def report_timings(runs: list[ConversationRun], wall_s: float) -> None:
         f"(batches of {SEARCH_BATCH}); one at a time: p50 {statistics.median(lat):.2f} ms, "
         f"p99 {percentile(lat, 99):.2f} ms over {len(lat)} searches"
     )
+    if any(r.dream_log for r in runs):
+        before = sum(r.active_before for r in runs)
+        after = sum(r.active_after for r in runs)
+        dream = sum(r.dream_s for r in runs)
+        print(f"dream cycle ({', '.join(DREAM_PHASES)}): {dream:.2f} s summed")
+        for r in runs:
+            print(f"  {r.sample_id}: searchable {r.active_before} -> {r.active_after}")
+            for line in r.dream_log:
+                print(f"    {line}")
+        print(f"searchable memories: {before} before the cycle, {after} after")
 
 
 def score(score_py: Path, data: Path, out: Path) -> None:
@@ -301,8 +377,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.dream:
-        sys.exit("--dream: the daemon has no dream phases yet")
     check_mode_supported(args.mode)
     samples = json.loads(args.data.read_text())
     config = daemon_config(args.embedder, args.config)
@@ -311,7 +385,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with concurrent.futures.ThreadPoolExecutor(max(1, args.workers)) as pool:
             runs = list(
-                pool.map(lambda s: run_conversation(s, config, args.mode, args.keep), samples)
+                pool.map(
+                    lambda s: run_conversation(s, config, args.mode, args.keep, args.dream),
+                    samples,
+                )
             )
     except (RuntimeError, TimeoutError) as e:  # the harness's "daemon did not start"
         sys.exit(f"locomo: {e}")
