@@ -99,6 +99,7 @@ class _Daemon:
             self.cfg.data_path,
             self.cfg.dreams,
             written=ix0.notify if ix0 is not None else lambda: None,
+            rem_index=ix0.view if ix0 is not None else None,  # REM: neighbours by vector
             on_status=self._dream_status,
         )
         dispatcher = Dispatcher(

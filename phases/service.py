@@ -32,7 +32,7 @@ from reverie.phases import ledger, locks
 from reverie.phases.deep import Checkpoint, DeepSleep, checkpoint_on  # deep sleep
 from reverie.phases.light import SCORE_KEY, LightConfig, LightSleep
 from reverie.phases.names import PHASES, normalize_phase
-from reverie.phases.rem import Rem, RemConfig  # REM
+from reverie.phases.rem import Rem, RemConfig, ViewSource  # REM
 from reverie.phases.runner import Phase, Plan, apply_plan
 from reverie.phases.undo import undo
 from reverie.rpc.proto_dreams import (
@@ -88,6 +88,7 @@ class Dreams:
         *,
         light: LightConfig | None = None,
         rem: RemConfig | None = None,  # REM: defaults when None
+        rem_index: ViewSource | None = None,  # REM: the daemon's HNSW index (Indexer.view)
         written: Callable[[], None] = _noop,
         on_status: Callable[[str], None] = _noop,
         clock: Callable[[], float] = time.time,
@@ -95,9 +96,13 @@ class Dreams:
         self.db = db
         self.data_dir = data_dir
         self.cfg = cfg
+        # Tunables from [dreams.light_sleep] / [dreams.rem] / [dreams.deep_sleep]
+        # unless given (tests); settings.RemConfig mirrors rem.RemConfig (convert).
+        light = light or cfg.light_sleep
+        rem = rem or msgspec.convert(msgspec.to_builtins(cfg.rem), RemConfig)
         self.phases: dict[str, Phase] = {"light-sleep": LightSleep(light)}
-        self.phases["rem"] = Rem(rem)  # REM: merge near-duplicates, supersede old facts
-        self.phases["deep-sleep"] = DeepSleep(light=light)  # deep sleep: default DeepConfig
+        self.phases["rem"] = Rem(rem, index=rem_index)  # REM: merge duplicates, supersede facts
+        self.phases["deep-sleep"] = DeepSleep(cfg.deep_sleep, light=light)  # deep sleep
         self.written = written
         self.on_status = on_status
         self.clock = clock

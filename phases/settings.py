@@ -82,8 +82,8 @@ class RemConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     skip_session_observations: bool = True
     incremental: bool = True
     rescan_margin_s: float = 3600.0
-    block_cells: int = 8_000_000
+    block_cells: int = 16_000_000
     max_pairs: int = 200_000
     max_ops: int = 5_000
     index_k: int = 16  # with the daemon's HNSW index: neighbours asked per changed memory
-    index_min_cells: int = 50_000  # exact cells a row must cost before the index is asked
+    index_min_cells: int = 90_000  # exact cells a row must cost before the index is asked

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import apsw
 import numpy as np
@@ -66,6 +67,18 @@ class Progress:
     total: int = 0
     message: str = ""
     started: float = field(default_factory=time.monotonic)
+
+
+class IndexView(NamedTuple):
+    """One workspace's slice of the serving index, for REM (phases/rem_pairs.py).
+
+    `seq`: the store's change sequence the index reflects (memories with a
+    higher `seq` may be missing or stale in it). `search(vectors, k)`: the k
+    nearest indexed memories of that workspace to each row (blocking).
+    """
+
+    seq: int
+    search: Callable[[Vectors, int], list[Neighbours]]
 
 
 class _Abandoned(Exception):
@@ -166,6 +179,23 @@ class Indexer:
                 return Neighbours(np.zeros(0, np.int64), np.zeros(0, np.float32))
             allowed, share = found
         return gen.index.query(vec, k, allowed, share=share)
+
+    def view(self, model: str, workspace: str) -> IndexView | None:
+        """The index as REM searches it by vector; None unless it serves `model`."""
+        gen = self._serving
+        if gen is None or gen.embedder.model_id != model:
+            return None
+        scoped = gen.scoped.get(workspace)
+        if scoped is not None:
+            return IndexView(gen.seq, scoped.query_many)
+        found = gen.members.allowed(workspace)
+        if found is None:
+            return None
+        allowed, share = found
+        index = gen.index
+        return IndexView(
+            gen.seq, lambda vecs, k: index.query_many(vecs, k, allowed, share=share)
+        )
 
     def notify(self) -> None:
         """A write committed: catch up soon."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import apsw
 import msgspec
+import numpy as np
 import pytest
 from dream_store import DAY, dump, memory_state, open_db, reader, remember, seqs
 from harness import Daemon, wait_indexed
@@ -333,3 +334,42 @@ def test_daemon_rem_run_hides_duplicates_and_undo_brings_them_back(short_tmp: Pa
         assert {orig, copy} <= hits("release train Tuesday")
         assert {old, new} <= hits("staging database Postgres")
         assert c.get(copy).state == "active" and c.get(copy).superseded_by is None
+
+
+@pytest.mark.parametrize("lag", [False, True])
+def test_index_path_gives_the_exact_plan(tmp_path: Path, lag: bool) -> None:
+    """HNSW neighbours (index_min_cells=0 forces them) plan exactly what the exact path does.
+
+    With `lag`, the index reflects only the older half of the store (as a
+    daemon's indexer a moment behind the writes): the rest is compared exactly.
+    """
+    from reverie.store.indexer import IndexView
+    from reverie.store.vector_index import HnswParams, VectorIndex
+
+    conn = open_db(tmp_path)
+    now = time.time()
+    p = plant(conn, now)
+    model = embed_all(conn)
+    rows = conn.execute(
+        "SELECT e.memory_id, e.vector, m.seq FROM embeddings e JOIN memories m "
+        "ON m.id = e.memory_id WHERE e.model = ? ORDER BY m.seq",
+        (model,),
+    ).fetchall()
+    if lag:
+        rows = rows[: len(rows) // 2]
+    seq = int(rows[-1][2])
+    index = VectorIndex(384, model_id=model, params=HnswParams(capacity=len(rows) + 16))
+    index.add([r[0] for r in rows], np.stack([np.frombuffer(r[1], "<f4") for r in rows]))
+    asked: list[tuple[str, str]] = []
+
+    def view(m: str, ws: str) -> IndexView:
+        asked.append((m, ws))
+        return IndexView(seq, index.query_many)
+
+    exact = Rem().plan(conn, now)
+    via = Rem(RemConfig(index_min_cells=0), index=view).plan(conn, now)
+    assert asked == [(model, "default")]
+    assert "through the vector index" in via.notes
+    assert via.notes == exact.notes + "; 1 workspaces through the vector index"  # same pairs
+    assert [msgspec.to_builtins(o) for o in via.ops] == [msgspec.to_builtins(o) for o in exact.ops]
+    assert score(p, list(via.ops)).recall >= 0.9

@@ -6,7 +6,9 @@ Each store holds N facts in one workspace (the worst case: REM compares per
 workspace) with lexical vectors stored as the daemon's indexer stores them:
 sentences over 3375 words, 5% near-copies (casing, punctuation) and 2% value updates.
 Timed: the first, full plan (every memory against every other), apply,
-undo, then an incremental plan after 1% new memories (the steady state).
+undo, then an incremental plan after 1% new memories (the steady state),
+exactly and through an HNSW index built here from the stored vectors (as
+the daemon's indexer holds it), and a first plan forced through the index.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import time
 from pathlib import Path
 
 import msgspec
-from reverie.phases.rem import Rem
+import numpy as np
+from reverie.phases.rem import Rem, RemConfig
 from reverie.phases.runner import apply_plan, transact_on
 from reverie.phases.undo import undo
 from reverie.store import schema, vectors
 from reverie.store.connection import open_connection
 from reverie.store.embed_lexical import LexicalEmbedder
+from reverie.store.indexer import IndexView
 from reverie.store.memories import content_hash
+from reverie.store.vector_index import HnswParams, build_index
 
 _json = msgspec.json.Encoder()
 _SYLLABLES = "ka lo mi re tu sa ne po di fa gu be ro la vi".split()
@@ -105,6 +110,42 @@ def main(sizes: list[int]) -> None:
             inc = Rem().plan(conn, now + 7200)
             t5 = time.perf_counter()
             print(f"rem n={n}: incremental plan (1% changed) {t5 - t4:.2f}s; {inc.notes}")
+            got = conn.execute("SELECT memory_id, vector FROM embeddings ORDER BY memory_id")
+            rows = got.fetchall()
+            t = time.perf_counter()
+            index = build_index(
+                [
+                    (
+                        np.array([r[0] for r in rows[s : s + 4096]]),
+                        np.stack([np.frombuffer(r[1], "<f4") for r in rows[s : s + 4096]]),
+                    )
+                    for s in range(0, len(rows), 4096)
+                ],
+                dim=len(rows[0][1]) // 4,
+                model_id="bench",
+                total=len(rows),
+                params=HnswParams(threads=2),
+            )
+            print(
+                f"rem n={n}: HNSW index built in {time.perf_counter() - t:.1f}s (not timed below)"
+            )
+            seq = int(conn.execute("SELECT max(seq) FROM memories").fetchone()[0])
+            view = lambda m, ws, seq=seq, index=index: IndexView(seq, index.query_many)  # noqa: E731
+            for label, cfg in (
+                ("default rule", RemConfig()),
+                ("forced", RemConfig(index_min_cells=0)),
+            ):
+                t4 = time.perf_counter()
+                inc2 = Rem(cfg, index=view).plan(conn, now + 7200)
+                t5 = time.perf_counter()
+                print(
+                    f"rem n={n}: incremental plan with index ({label}) {t5 - t4:.2f}s; "
+                    f"same ops as exact: {inc2.ops == inc.ops}; {inc2.notes}"
+                )
+            t4 = time.perf_counter()
+            full = Rem(RemConfig(incremental=False, index_min_cells=0), index=view).plan(conn, now)
+            t5 = time.perf_counter()
+            print(f"rem n={n}: full plan through the index {t5 - t4:.2f}s; {full.notes}")
             conn.close()
 
 

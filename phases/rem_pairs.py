@@ -1,0 +1,154 @@
+"""REM's candidate pairs: exact blocked cosine, or HNSW neighbours from the daemon's index.
+
+Both return the same thing: every pair of a workspace's memories with a
+cosine >= `floor` and at least one changed ("dirty") member, as (row, row,
+cosine), the dirty member first (the lower row when both are), sorted. The
+cosine is always computed here from REM's own vectors, so the two paths
+agree exactly on every pair they both find.
+
+Exact: rows are the memories to compare, columns everything of the
+workspace, in blocks of `block_cells` similarity cells; a pair of two rows
+is computed once (the rows are moved to the front of a permuted copy, and a
+block compares only with the columns from its own start onwards), which
+halves the first, full run; the threshold is applied only to the few rows
+whose maximum reaches it (np.nonzero over whole blocks took 10 of 36 s).
+Measured on tests/bench/bench_dream_rem.py's 100k store (one workspace,
+lexical vectors of dim 384, 2 cores, OpenBLAS ~200 GFLOP/s): the full plan
+went from 71 s (every row against every column, 80-row blocks) to 24 s.
+
+Index: k nearest of each dirty memory (k grows 4x for the rows whose k-th
+neighbour is still above the floor, so a large cluster is not cut off),
+then the exact cosine. One query (ef=128, ~0.4 ms on 2 threads) costs
+about as much as 90k exact cells (~4.4 ns each), so the index is used only
+when a changed memory's exact row would cost more (`index_min_cells`):
+changed memories in a workspace of more than ~90k (a full run: ~180k). At
+100k the two paths cost the same (1% changed: ~0.4 s either way; a full
+run through the index: 46 s against 24 s); beyond, the exact row grows
+with n and a query with log n. Memories changed after the index's sequence (the indexer lags
+writes by a moment) may be missing or stale in it: they are compared
+exactly against the whole workspace instead, whether dirty or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+from reverie.store.indexer import IndexView
+
+Floats = npt.NDArray[np.float32]
+Ids = npt.NDArray[np.int64]
+Pair = tuple[int, int, float]
+
+
+def candidate_pairs(
+    vecs: Floats,
+    ids: Ids,
+    seqs: Ids,
+    dirty: npt.NDArray[np.bool_],
+    floor: float,
+    *,
+    block_cells: int,
+    index_k: int,
+    index_min_cells: int,
+    view: IndexView | None,
+) -> tuple[list[Pair], bool]:
+    """The pairs (rows into `ids`) above `floor`, and whether the index was used.
+
+    `ids` must be sorted ascending (rows are looked up by id).
+    """
+    n = len(ids)
+    n_dirty = int(dirty.sum())
+    if n < 2 or n_dirty == 0:
+        return [], False
+    use_index = view is not None and n - n_dirty / 2 > index_min_cells
+    found: set[tuple[int, int]] = set()
+    exact_rows = np.flatnonzero(dirty)
+    if use_index and view is not None:
+        fresh = seqs <= view.seq
+        _index_pairs(np.flatnonzero(dirty & fresh), vecs, ids, view, index_k, floor, found)
+        exact_rows = np.flatnonzero(~fresh)
+    # The blocks' cosines may differ from the final ones in the last bits, and
+    # lexical cosines often sit exactly on a threshold (equal feature weights):
+    # a slack keeps such pairs for the one final test both paths share.
+    _exact_pairs(exact_rows, vecs, dirty, floor - 1e-5, block_cells, found)
+    keys = sorted({_oriented(a, b, dirty) for a, b in found})  # the index finds both ways
+    if not keys:
+        return [], use_index
+    a = np.array([k[0] for k in keys], dtype=np.int64)
+    b = np.array([k[1] for k in keys], dtype=np.int64)
+    sims = np.einsum("ij,ij->i", vecs[a], vecs[b])
+    keep = sims >= floor
+    out = [
+        (int(x), int(y), float(s))
+        for x, y, s in zip(a[keep].tolist(), b[keep].tolist(), sims[keep].tolist(), strict=True)
+    ]
+    return out, use_index
+
+
+def _oriented(a: int, b: int, dirty: npt.NDArray[np.bool_]) -> tuple[int, int]:
+    if dirty[a] == dirty[b]:
+        return (a, b) if a < b else (b, a)
+    return (a, b) if dirty[a] else (b, a)
+
+
+def _exact_pairs(
+    rows: Ids,
+    vecs: Floats,
+    dirty: npt.NDArray[np.bool_],
+    floor: float,
+    block_cells: int,
+    found: set[tuple[int, int]],
+) -> None:
+    """Pairs of `rows` with every memory (one of them dirty), each computed once."""
+    n = len(vecs)
+    if len(rows) == 0:
+        return
+    is_row = np.zeros(n, dtype=bool)
+    is_row[rows] = True
+    perm = np.concatenate([rows, np.flatnonzero(~is_row)])
+    permuted = vecs[perm]
+    block = max(1, block_cells // n)
+    add: Callable[[tuple[int, int]], None] = found.add
+    for start in range(0, len(rows), block):
+        sims = permuted[start : start + block] @ permuted[start:].T
+        local = np.arange(len(sims))
+        sims[local, local] = -1.0  # each row's self-pair
+        # Few rows have a pair: finding them by row maximum first is ~10x
+        # cheaper than np.nonzero over the whole block (10 of 36 s at 100k).
+        hit = np.flatnonzero(sims.max(axis=1) >= floor)
+        r, c = np.nonzero(sims[hit] >= floor)
+        r = hit[r]
+        keep = c > r  # column position after the row's own: each pair once, no self-pair
+        a = perm[start + r[keep]]
+        b = perm[start + c[keep]]
+        both = dirty[a] | dirty[b]
+        for x, y in zip(a[both].tolist(), b[both].tolist(), strict=True):
+            add((x, y))
+
+
+def _index_pairs(
+    rows: Ids,
+    vecs: Floats,
+    ids: Ids,
+    view: IndexView,
+    k: int,
+    floor: float,
+    found: set[tuple[int, int]],
+) -> None:
+    """Pairs of `rows` with their HNSW neighbours in this workspace's candidates."""
+    n = len(ids)
+    todo = rows
+    while len(todo):
+        kk = min(k, n)
+        again: list[int] = []
+        for r, nb in zip(todo.tolist(), view.search(vecs[todo], kk), strict=True):
+            cols = np.searchsorted(ids, nb.ids).clip(0, n - 1)
+            for c in cols[ids[cols] == nb.ids].tolist():
+                if c != r:
+                    found.add((r, c))
+            if len(nb.ids) == kk and kk < n and nb.similarities[-1] >= floor:
+                again.append(r)  # all k above the floor: more may be
+        todo = np.array(again, dtype=np.int64)
+        k *= 4
