@@ -46,7 +46,8 @@ from reverie.rpc.proto_episodes import (
 )
 from reverie.rpc.protocol import Remember, Search
 from reverie.store import hybrid, memories
-from reverie.store.redaction import redact, redact_obj
+from reverie.store.redaction import redact
+from reverie.store.redaction_objects import redact_obj
 from reverie.store.reward import reward
 
 if TYPE_CHECKING:

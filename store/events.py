@@ -49,7 +49,7 @@ from reverie.store.observations import (
     observe,
     trim_payload,
 )
-from reverie.store.redaction import redact_obj, redact_objs_deriving
+from reverie.store.redaction_objects import redact_obj, redact_objs_deriving
 
 _json = msgspec.json.Encoder()
 _json_decode = msgspec.json.Decoder(list[tuple[str, int]]).decode

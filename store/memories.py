@@ -18,7 +18,8 @@ import apsw
 import msgspec
 from reverie.errors import InvalidParams, NotFound
 from reverie.rpc.protocol import Memory, MemoryRecord, Remember
-from reverie.store.redaction import redact, redact_obj
+from reverie.store.redaction import redact
+from reverie.store.redaction_objects import redact_obj
 
 COLUMNS = (
     "id, uid, workspace, kind, content, tags, importance, tier, state, superseded_by, "

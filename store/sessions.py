@@ -27,7 +27,8 @@ from reverie.rpc.proto_sessions import (
     SessionStart,
 )
 from reverie.store.memories import json_text
-from reverie.store.redaction import redact, redact_obj
+from reverie.store.redaction import redact
+from reverie.store.redaction_objects import redact_obj
 
 COLUMNS = (
     "id, workspace, harness, description, progress, status, started_at, last_seen_at, "

@@ -477,7 +477,7 @@ def test_the_observation_hash_is_memories_content_hash() -> None:
 def test_payload_redaction_is_exactly_redact_obj_on_the_secret_corpus() -> None:
     """The envelope memo changes the cost of redaction, never its result."""
     from reverie.store.events import prepare, redact_payload
-    from reverie.store.redaction import redact_obj
+    from reverie.store.redaction_objects import redact_obj
     from test_redaction import SECRET_CASES, leaks
 
     events, cases = [], []

@@ -21,14 +21,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reverie.store.redaction import (
-    Finding,
-    is_secret_name,
-    redact,
-    redact_obj,
-    redact_obj_with_report,
-    redact_with_report,
-)
+from reverie.store.redaction import Finding, is_secret_name, redact, redact_with_report
+from reverie.store.redaction_objects import redact_obj, redact_obj_with_report
 
 CORPUS = Path(__file__).parent / "data" / "secrets" / "corpus.jsonl"
 ALNUM = string.ascii_letters + string.digits
@@ -493,7 +487,7 @@ def _joined(obj: Any) -> str:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.lists(COMPOSED, min_size=1, max_size=3), min_size=1, max_size=12))
 def test_a_batch_is_redacted_as_each_payload_alone(batch: list[list[str]]) -> None:
-    from reverie.store.redaction import redact_objs_deriving
+    from reverie.store.redaction_objects import redact_objs_deriving
 
     payloads = [{f"k{n}": t for n, t in enumerate(texts)} for texts in batch]
     got = redact_objs_deriving(payloads, lambda i, obj: _joined(obj))
@@ -504,7 +498,7 @@ def test_a_batch_is_redacted_as_each_payload_alone(batch: list[list[str]]) -> No
 
 
 def test_a_derived_text_that_assembles_a_secret_is_redacted() -> None:
-    from reverie.store.redaction import redact_objs_deriving
+    from reverie.store.redaction_objects import redact_objs_deriving
 
     # Each string is clean alone; the text made of them is an assignment.
     payloads = [{"name": "DB_PASSWORD", "value": "hunter2x"}, {"name": "PORT", "value": "5432"}]

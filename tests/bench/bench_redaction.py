@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from reverie.store.redaction import _clean, redact, redact_obj, redact_objs_deriving
+from reverie.store.redaction import _clean, redact
+from reverie.store.redaction_objects import redact_obj, redact_objs_deriving
 from reverie.store.secret_patterns import fold, mask_of
 
 ROOT = Path(__file__).resolve().parents[2]
