@@ -39,12 +39,13 @@ def fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-def parse_meta(items: Sequence[str]) -> dict[str, Any]:
+def parse_meta(items: Sequence[str], option: str = "--meta") -> dict[str, Any]:
+    """KEY=VALUE options (`option` names them in errors) as a dict."""
     meta: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--meta takes KEY=VALUE, not {item!r}")
+            raise UsageError(f"{option} takes KEY=VALUE, not {item!r}")
         try:  # numbers, booleans and JSON values keep their type
             meta[key] = json.loads(value)
         except ValueError:

@@ -11,7 +11,7 @@ import json
 from typing import Any, Literal
 
 from reverie.errors import UsageError
-from reverie.rpc._cli_base import common, emit, emit_json, one_line, ts
+from reverie.rpc._cli_base import common, emit, emit_json, one_line, parse_meta, ts
 from reverie.rpc.client import Client
 from reverie.rpc.proto_episodes import (
     CompleteEpisode,
@@ -62,14 +62,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise UsageError("--params must be a JSON object")
         params.update(loaded)
-    for item in args.param:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--param takes KEY=VALUE, not {item!r}")
-        try:  # numbers, booleans and JSON values keep their type
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value
+    params.update(parse_meta(args.param, "--param"))
     return params
 
 
