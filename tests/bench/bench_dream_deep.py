@@ -15,11 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_dream_light import build
+from bench_dream_light import build, plan_apply_undo
 from reverie.phases.deep import DeepSleep, checkpoint_on
 from reverie.phases.light import LightSleep
 from reverie.phases.runner import apply_plan, transact_on
-from reverie.phases.undo import undo
 from reverie.store.connection import open_connection
 
 DAY = 86400.0
@@ -45,18 +44,12 @@ def main(sizes: list[int]) -> None:
                     (now - 100 * DAY,),
                 )
             deep = DeepSleep()
-            t0 = time.perf_counter()
-            plan = deep.plan(conn, now)
-            t1 = time.perf_counter()
-            report = apply_plan(
-                plan, transact=transact_on(conn), after=deep.maintenance(now, checkpoint_on(conn))
-            )
-            t2 = time.perf_counter()
-            undo(report.run_id, transact=transact_on(conn))
-            t3 = time.perf_counter()
+            c = plan_apply_undo(deep, conn, now, after=deep.maintenance(now, checkpoint_on(conn)))
             print(
-                f"deep-sleep n={n}: plan {t1 - t0:.2f}s ({len(plan.ops)} ops: {report.counts}), "
-                f"apply+maintenance {t2 - t1:.2f}s, undo {t3 - t2:.2f}s\n  notes: {report.notes}"
+                f"deep-sleep n={n}: plan {c.plan_s:.2f}s "
+                f"({len(c.plan.ops)} ops: {c.report.counts}), "
+                f"apply+maintenance {c.apply_s:.2f}s, undo {c.undo_s:.2f}s\n"
+                f"  notes: {c.report.notes}"
             )
             conn.close()
 

@@ -13,10 +13,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
+import apsw
 import msgspec
 from reverie.phases.light import LightSleep
-from reverie.phases.runner import apply_plan, transact_on
+from reverie.phases.runner import Phase, Plan, RunReport, apply_plan, transact_on
 from reverie.phases.undo import undo
 from reverie.store import schema
 from reverie.store.connection import open_connection
@@ -63,6 +65,28 @@ def build(path: Path, n: int, now: float) -> None:
     conn.close()
 
 
+class Cycle(NamedTuple):
+    """One phase planned, applied and undone, with the seconds each took."""
+
+    plan: Plan
+    report: RunReport
+    plan_s: float
+    apply_s: float
+    undo_s: float
+
+
+def plan_apply_undo(phase: Phase, conn: apsw.Connection, now: float, **apply: Any) -> Cycle:
+    """Time a phase's plan, apply (`apply`: apply_plan's extra arguments) and undo."""
+    t0 = time.perf_counter()
+    plan = phase.plan(conn, now)
+    t1 = time.perf_counter()
+    report = apply_plan(plan, transact=transact_on(conn), **apply)
+    t2 = time.perf_counter()
+    undo(report.run_id, transact=transact_on(conn))
+    t3 = time.perf_counter()
+    return Cycle(plan, report, t1 - t0, t2 - t1, t3 - t2)
+
+
 def main(sizes: list[int]) -> None:
     for n in sizes:
         with tempfile.TemporaryDirectory() as d:
@@ -70,16 +94,11 @@ def main(sizes: list[int]) -> None:
             now = time.time()
             build(path, n, now)
             conn = open_connection(path)
-            t0 = time.perf_counter()
-            plan = LightSleep().plan(conn, now)
-            t1 = time.perf_counter()
-            report = apply_plan(plan, transact=transact_on(conn))
-            t2 = time.perf_counter()
-            undo(report.run_id, transact=transact_on(conn))
-            t3 = time.perf_counter()
+            c = plan_apply_undo(LightSleep(), conn, now)
             print(
-                f"light-sleep n={n}: plan {t1 - t0:.2f}s ({len(plan.ops)} ops: {plan.counts()}), "
-                f"apply {t2 - t1:.2f}s, undo {t3 - t2:.2f}s"
+                f"light-sleep n={n}: plan {c.plan_s:.2f}s "
+                f"({len(c.plan.ops)} ops: {c.plan.counts()}), "
+                f"apply {c.apply_s:.2f}s, undo {c.undo_s:.2f}s"
             )
             conn.close()
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+from bench_dream_light import plan_apply_undo
 from reverie.phases.rem import Rem, RemConfig
 from reverie.phases.runner import apply_plan, transact_on
-from reverie.phases.undo import undo
 from reverie.store import schema, vectors
 from reverie.store.connection import open_connection
 from reverie.store.embed_lexical import LexicalEmbedder
@@ -88,20 +88,14 @@ def main(sizes: list[int]) -> None:
             build(path, n, now)
             built = time.perf_counter() - t
             conn = open_connection(path)
-            t0 = time.perf_counter()
-            plan = Rem().plan(conn, now)
-            t1 = time.perf_counter()
-            report = apply_plan(plan, transact=transact_on(conn), clock=lambda now=now: now)
-            t2 = time.perf_counter()
-            undo(report.run_id, transact=transact_on(conn))
-            t3 = time.perf_counter()
+            c = plan_apply_undo(Rem(), conn, now, clock=lambda now=now: now)
             print(
-                f"rem n={n} (built in {built:.1f}s): full plan {t1 - t0:.2f}s "
-                f"({len(plan.ops)} ops: {plan.counts()}), apply {t2 - t1:.2f}s, "
-                f"undo {t3 - t2:.2f}s"
+                f"rem n={n} (built in {built:.1f}s): full plan {c.plan_s:.2f}s "
+                f"({len(c.plan.ops)} ops: {c.plan.counts()}), apply {c.apply_s:.2f}s, "
+                f"undo {c.undo_s:.2f}s"
             )
             # Steady state: a run done, then 1% new memories; the plan compares those.
-            report = apply_plan(
+            apply_plan(
                 Rem().plan(conn, now), transact=transact_on(conn), clock=lambda now=now: now
             )
             with conn:
