@@ -55,7 +55,10 @@ _json = msgspec.json.Encoder()
 _json_decode = msgspec.json.Decoder(list[tuple[str, int]]).decode
 # Batches up to this size are prepared in the request's task; larger ones in
 # a worker thread, so that preparing one batch overlaps the commit of another.
+# Payload size counts too: redacting one 1 MB payload takes tens of
+# milliseconds, which the event loop must not spend.
 _INLINE_BATCH = 16
+_INLINE_BYTES = 64 * 1024
 
 SESSION_END = "SessionEnd"
 SESSION_START = "SessionStart"
@@ -410,12 +413,24 @@ def _write_session(conn: apsw.Connection, sid: str, seen: _Seen) -> None:
         )
 
 
+def _small(events: Sequence[Event]) -> bool:
+    """Cheap enough to prepare on the event loop (a hook's event, typically)."""
+    if len(events) > _INLINE_BATCH:
+        return False
+    size = 0
+    for e in events:
+        size += len(_json.encode(e.payload))
+        if size > _INLINE_BYTES:
+            return False
+    return True
+
+
 async def post(db: Database, events: Sequence[Event]) -> PostEventsResult:
     """Store a batch; return once its transaction has committed."""
     if not events:
         return PostEventsResult(stored=0, duplicates=0, observations=0)
     now = time.time()
-    if len(events) <= _INLINE_BATCH:
+    if _small(events):
         batch = prepare(events, now)
     else:
         batch = await trio.to_thread.run_sync(prepare, events, now)
