@@ -42,16 +42,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = sub.add_parser(
         "install",
-        help="wire reverie into a harness (Claude Code's settings.json hooks)",
+        help="wire reverie into a harness (Claude Code's hooks) or systemd (units)",
         description=(
-            "Merge reverie's hook entries into Claude Code's settings.json, leaving "
-            "every other hook and setting as it is; run again to update, --uninstall "
-            "to remove exactly what was added. The previous file is kept as "
-            "settings.json.reverie.bak."
+            "claude-code: merge reverie's hook entries into Claude Code's settings.json, "
+            "leaving every other hook and setting as it is; run again to update, "
+            "--uninstall to remove exactly what was added. The previous file is kept as "
+            "settings.json.reverie.bak. systemd: write reverie.service and reverie.socket "
+            "(--user, the default, or --system with its sysusers.d entry) with this "
+            "machine's paths and print the systemctl commands to run; runs nothing."
         ),
     )
     common(p)
-    p.add_argument("target", choices=["claude-code"], help="the harness")
+    p.add_argument("target", choices=["claude-code", "systemd"], help="what to wire")
     scope = p.add_mutually_exclusive_group()
     scope.add_argument(
         "--user",
@@ -74,6 +76,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         const="local",
         help="<git top level>/.claude/settings.local.json (this checkout, not in git)",
     )
+    # -- systemd (rpc/install_systemd.py)
+    scope.add_argument(
+        "--system",
+        dest="scope",
+        action="store_const",
+        const="system",
+        help="systemd: a system service (/etc/systemd/system), run as the user reverie",
+    )
+    p.add_argument("--unit-dir", help="systemd: write the units here instead")
+    p.add_argument("--prefix", help="systemd: stage every file under this root (packaging)")
     p.add_argument("--uninstall", action="store_true", help="remove reverie's hook entries")
     p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
     p.set_defaults(run=cmd_install, needs_client=False, scope="user")
@@ -100,6 +112,14 @@ def cmd_hook(args: argparse.Namespace) -> int:
 def cmd_install(args: argparse.Namespace) -> int:
     from reverie.rpc import install_claude
 
+    if args.target == "systemd":  # -- systemd (rpc/install_systemd.py)
+        from reverie.rpc import install_systemd
+
+        return install_systemd.cmd(args)
+    if args.scope == "system" or args.unit_dir or args.prefix:
+        from reverie.errors import UsageError
+
+        raise UsageError("--system, --unit-dir and --prefix are for `install systemd`")
     plan, backup = install_claude.run(args.scope, uninstall=args.uninstall, dry_run=args.dry_run)
     if args.json:
         emit_json(
