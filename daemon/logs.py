@@ -5,6 +5,16 @@ escaped), so journald never splits a record. When stderr is connected to the
 journal (JOURNAL_STREAM names stderr's device and inode), each line starts
 with the syslog priority in angle brackets, `<3>` for errors, which journald
 turns into the entry's priority; timestamps are then left to journald.
+
+Messages are an event name then key=value fields (logfmt), e.g.
+
+    reverie.daemon: ready version=0.1.0 pid=4242 socket=/run/reverie/reverie.sock
+    reverie.daemon: reload ok=true applied=daemon.log_level needs_restart=store.readers
+
+so `journalctl -u reverie | grep ': reload '` or `grep needs_restart=`
+work. `event()` writes them; values holding spaces, quotes or `=` are quoted
+JSON-style, lists are joined with commas. With `--json` the same fields are
+keys of the JSON object, beside "event".
 """
 
 from __future__ import annotations
@@ -12,7 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -62,9 +75,49 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = getattr(record, "kv", None)
+        if isinstance(fields, Mapping):
+            doc["event"] = getattr(record, "event", "")
+            for k, v in fields.items():
+                doc.setdefault(k, _plain(v))
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False)
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+_BARE = re.compile(r"[^\s\"=\\]+")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    return str(value)
+
+
+def kv_value(value: Any) -> str:
+    """One logfmt value: bare when it can be, else a JSON-quoted string."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, list | tuple | set | frozenset):
+        text = ",".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+
+
+def kv(fields: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={kv_value(v)}" for k, v in fields.items())
+
+
+def event(logger: logging.Logger, level: int, name: str, /, **fields: Any) -> None:
+    """Log `name k=v k=v ...`; formatted only when the level is enabled."""
+    if logger.isEnabledFor(level):
+        msg = f"{name} {kv(fields)}" if fields else name
+        logger.log(level, "%s", msg, extra={"event": name, "kv": fields})
 
 
 def setup(level: str, *, json_lines: bool = False) -> None:
@@ -77,4 +130,5 @@ def setup(level: str, *, json_lines: bool = False) -> None:
 
 
 def set_level(level: str) -> None:
+    """Also used by SIGHUP: the handlers pass everything, the root logger filters."""
     logging.getLogger().setLevel(level.upper())

@@ -120,3 +120,19 @@ def test_dream_phase_tables_are_checked() -> None:
     assert cfg.dreams.light_sleep.half_life_days == 7.0 and not cfg.dreams.deep_sleep.maintenance
     with pytest.raises(ConfigError, match="half_life"):
         config.parse("[dreams.light_sleep]\nhalf_life = 7.0\n")
+
+
+def test_where_the_file_is_looked_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """REVERIE_CONFIG, else systemd's ConfigurationDirectory, else root's /etc, else XDG."""
+    monkeypatch.delenv("REVERIE_CONFIG", raising=False)
+    monkeypatch.setenv("CONFIGURATION_DIRECTORY", str(tmp_path / "etc-reverie"))
+    assert config.default_config_file() == tmp_path / "etc-reverie" / "reverie.toml"
+    monkeypatch.delenv("CONFIGURATION_DIRECTORY")
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.setattr(config.os, "getuid", lambda: 0)
+    assert config.default_config_file() == Path("/etc/reverie/reverie.toml")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert config.default_config_file() == tmp_path / "xdg" / "reverie" / "reverie.toml"
+    (tmp_path / "xdg" / "reverie").mkdir(parents=True)
+    (tmp_path / "xdg" / "reverie" / "reverie.toml").write_text("[store]\nreaders = 2\n")
+    assert config.load().store.readers == 2

@@ -62,7 +62,7 @@ def test_sigterm_finishes_in_flight_requests(short_tmp: Path) -> None:
     assert [r.id for r in responses] == [1, 2]
     assert responses[1].error is None, responses[1].error
     assert elapsed < 10, f"took {elapsed:.1f}s, over the grace period"
-    assert "database closed cleanly" in d.log()
+    assert "stopped db=closed_cleanly" in d.log()  # logs (issue 6): key=value
     assert not d.socket.exists(), "the daemon must remove the socket it created"
     d.start()
     with d.client() as c:

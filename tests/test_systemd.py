@@ -307,7 +307,7 @@ def test_socket_activation_serves_the_passed_socket(short_tmp: Path) -> None:
             assert st.socket == str(path)
             c.remember("served through an inherited socket")
             assert c.search("inherited").hits
-        assert "activated=True" in d.log()
+        assert "activated=true" in d.log()  # logs (issue 6): key=value, lowercase booleans
     finally:
         assert d.stop() == 0, d.log()
     # The socket belongs to systemd (here, the test): the daemon leaves its path alone.
