@@ -14,11 +14,19 @@ LOCK_NAME = "daemon.lock"
 
 def prepare(path: Path) -> None:
     """Create the data dir (0700) if needed and check that it is writable."""
+    # Everything the daemon writes (database, WAL, index, backups) is for its
+    # own uid only, even in a data dir an operator made world-readable: the
+    # files must not bypass the socket's SO_PEERCRED check. systemd's units
+    # set UMask=0077 too; a daemon started by hand gets the same.
+    os.umask(os.umask(0o077) | 0o077)
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
         raise ReadOnlyStorage(f"cannot create data dir {path}: {e.strerror}") from e
     if not os.access(path, os.W_OK | os.X_OK):
+        # faults: say why, since root ignores modes and meets only read-only mounts.
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            raise ReadOnlyStorage(f"data dir {path} is on a read-only file system")
         raise ReadOnlyStorage(f"data dir {path} is not writable by uid {os.getuid()}")
 
 

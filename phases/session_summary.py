@@ -19,6 +19,7 @@ import datetime as dt
 from collections import Counter
 
 import msgspec
+from reverie.store.redaction import redact
 
 MAX_PROMPTS = 5
 MAX_FAILURES = 3
@@ -49,6 +50,10 @@ def _utc(ts: float) -> str:
 
 def summarize(session_id: str, harness: str, obs: list[Observation], budget: int) -> str:
     """The summary text for one session's observations (in time order), at most `budget` chars."""
+    # Rows stored before a pattern existed (or imported) may still hold a
+    # secret: redact before clipping, which would leave a piece that no
+    # longer looks like one.
+    obs = [msgspec.structs.replace(o, content=redact(o.content)) for o in obs]
     prompts = [
         _clip(_after("User: ", o.content), LINE_CHARS)
         for o in obs
