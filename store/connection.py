@@ -19,6 +19,7 @@ APPLICATION_ID = 0x52564552  # "RVER"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 5000
 WAL_AUTOCHECKPOINT_PAGES = 10_000
+MAX_PAGES = 2**32 - 2  # SQLite's default max_page_count (faults: apply_size_cap)
 
 # bestpractice.recommended minus library_logging (applied once per process).
 _PER_CONNECTION = (
@@ -66,7 +67,9 @@ def check_file(path: Path) -> int:
             "refusing to touch it"
         )
     # The header may lag behind the WAL (a first transaction not yet
-    # checkpointed), so ask SQLite itself, read-only.
+    # checkpointed), so ask SQLite itself, read-only. Even a read-only open of
+    # a WAL-mode file creates -wal and -shm: a refused file gets them removed.
+    created = [p for p in (Path(f"{path}-wal"), Path(f"{path}-shm")) if not p.exists()]
     try:
         probe = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
         try:
@@ -76,12 +79,28 @@ def check_file(path: Path) -> int:
         finally:
             probe.close()
     except apsw.Error as e:
+        _remove_probe_files(created)
         raise NotReverieDatabase(f"{path} cannot be read as a database: {e}") from e
     if app_id != APPLICATION_ID and tables:
+        _remove_probe_files(created)
         raise NotReverieDatabase(
             f"{path} is an SQLite database of another application; refusing to touch it"
         )
     return version
+
+
+def _remove_probe_files(created: list[Path]) -> None:
+    """faults: leave a refused database's directory as it was found.
+
+    Only files the probe created, and only while the WAL is empty: a WAL with
+    content was written by someone else meanwhile (a live owner) and stays.
+    """
+    wal = [p for p in created if p.name.endswith("-wal")]
+    if any(p.exists() and p.stat().st_size for p in wal):
+        return
+    for p in created:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
 
 
 def open_connection(
@@ -107,6 +126,18 @@ def open_connection(
     except apsw.Error as e:
         raise map_error(e, f"cannot open database {path}") from e
     return conn
+
+
+def apply_size_cap(conn: apsw.Connection, max_mb: float) -> int:
+    """faults: cap the database at `max_mb` MB (0: SQLite's own maximum); returns pages.
+
+    SQLite answers SQLITE_FULL (StorageFull) to a write that would grow the
+    file past max_page_count; the limit is never set below the pages in use,
+    so a cap under the current size freezes the database at its size.
+    """
+    page = int(conn.pragma("page_size"))
+    pages = int(max_mb * 1024 * 1024) // page if max_mb > 0 else MAX_PAGES
+    return int(conn.pragma("max_page_count", max(1, pages)))
 
 
 def map_error(e: BaseException, context: str = "database error") -> StorageError:

@@ -27,7 +27,13 @@ from reverie.rpc.protocol import (
     RememberResult,
 )
 from reverie.store import memories, recalls, schema, vectors
-from reverie.store.connection import check_file, database_size, map_error, open_connection
+from reverie.store.connection import (
+    apply_size_cap,
+    check_file,
+    database_size,
+    map_error,
+    open_connection,
+)
 from reverie.store.writer import Writer
 
 T = TypeVar("T")
@@ -39,8 +45,11 @@ log = logging.getLogger("reverie.store.database")
 
 
 class Database:
-    def __init__(self, path: Path, *, readers: int = 4, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: Path, *, readers: int = 4, synchronous: str = "FULL", max_db_mb: float = 0
+    ) -> None:
         self.path = path
+        self.max_db_mb = max_db_mb  # faults: [store] max_db_mb, 0 for no cap
         self.schema_version = 0
         self._writer = Writer(path, synchronous=synchronous)
         self._reader_count = readers
@@ -58,6 +67,9 @@ class Database:
         db = cls(path, **kwargs)  # type: ignore[arg-type]
         db._writer.start(schema.migrate)
         db.schema_version = schema.LATEST
+        if db.max_db_mb:
+            mb = db.max_db_mb
+            db._writer.run_sync(lambda c: apply_size_cap(c, mb))
         try:
             db._free = [open_connection(path, readonly=True) for _ in range(db._reader_count)]
         except BaseException:
@@ -83,6 +95,18 @@ class Database:
 
     async def close(self) -> None:
         await trio.to_thread.run_sync(self.close_blocking)
+
+    def set_size_cap(self, max_db_mb: float) -> None:
+        """faults: apply a new [store] max_db_mb (SIGHUP); returns at once, logs the result."""
+        self.max_db_mb = max_db_mb
+
+        def done(result: outcome.Outcome[object]) -> None:
+            if isinstance(result, outcome.Value):
+                log.info("store.max_db_mb=%g applied (%s pages)", max_db_mb, result.value)
+            else:
+                log.error("applying store.max_db_mb=%g failed: %s", max_db_mb, result)
+
+        self._writer.submit(lambda c: apply_size_cap(c, max_db_mb), done)
 
     @property
     def writer(self) -> Writer:

@@ -112,6 +112,10 @@ class HttpEmbedder:
         self._timeout_s = timeout_s
         self._retries = retries
         self._backoff_s = backoff_s
+        # faults: set once every retry failed to reach the server. While it is
+        # down, each call makes one attempt and no retry sleeps, so that a search
+        # falls back to lexical at once instead of waiting out the backoff.
+        self._down = False
 
     @classmethod
     def from_config(cls, cfg: EmbedderConfig) -> HttpEmbedder:
@@ -195,9 +199,14 @@ class HttpEmbedder:
         attempt = 0
         while True:
             try:
-                return self._attempt(body)
+                data = self._attempt(body)
+                self._down = False
+                return data
             except _Retryable as e:
+                if self._down:
+                    raise self._fail(f"{e.reason} (still down: not retried)") from None
                 if attempt >= self._retries:
+                    self._down = True
                     raise self._fail(f"{e.reason} (after {attempt + 1} attempts)") from None
                 delay = min(self._backoff_s * 2**attempt, _MAX_BACKOFF_S)
                 if e.retry_after is not None:

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 import apsw
 import outcome
 import trio
-from reverie.errors import ReverieError, ShuttingDown
+from reverie.daemon.metrics import Histogram  # metrics
+from reverie.errors import ReverieError, ShuttingDown, StorageError
 from reverie.store.connection import map_error, open_connection
 
 T = TypeVar("T")
@@ -40,6 +41,7 @@ class _Job:
     # True when the job writes with at most one statement: SQLite makes a
     # statement atomic by itself, so the job needs no savepoint of its own.
     single: bool = False
+    queued: float = 0.0  # metrics: perf_counter() when submitted
 
 
 def _reschedule_all(wakeups: list[tuple[trio.lowlevel.Task, outcome.Outcome[Any]]]) -> None:
@@ -71,6 +73,9 @@ class Writer:
         self._closed = False
         self.commits = 0
         self.jobs = 0
+        # metrics: observed on the writer thread only (daemon/metrics.py)
+        self.write_latency = Histogram()  # one job: submitted until its group committed
+        self.commit_latency = Histogram()  # one group transaction, fsync included
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -96,13 +101,18 @@ class Writer:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for the writer thread (metrics)."""
+        return self._queue.qsize()
+
     # -- submitting -----------------------------------------------------------
 
     def submit(self, fn: WriteFn, done: Callable[[outcome.Outcome[Any]], None]) -> None:
         if self._closed:
             done(outcome.Error(ShuttingDown("the database is closing")))
             return
-        self._queue.put(_Job(fn, done=done))
+        self._queue.put(_Job(fn, done=done, queued=time.perf_counter()))
 
     async def run(self, fn: Callable[[apsw.Connection], T], *, single: bool = False) -> T:
         """Run `fn` in the next group; return once its transaction has committed.
@@ -119,6 +129,7 @@ class Writer:
             task=trio.lowlevel.current_task(),
             token=trio.lowlevel.current_trio_token(),
             single=single,
+            queued=time.perf_counter(),  # metrics
         )
         self._queue.put(job)
         result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
@@ -188,15 +199,24 @@ class Writer:
 
     def _commit(self, conn: apsw.Connection, batch: list[_Job]) -> None:
         results: list[outcome.Outcome[Any]] = []
+        began = time.perf_counter()  # metrics
+        lost: BaseException | None = None  # faults: see _group_lost
         try:
             with conn:  # one transaction for the group
                 for job in batch:
                     results.append(self._one(conn, job))
+                    if not conn.in_transaction:
+                        lost = _group_lost(results[-1])
+                        break
         except apsw.Error as e:  # the commit itself failed: nothing is durable
-            err = map_error(e, "commit failed")
+            err = lost or map_error(_root_error(e), "commit failed")
             results = [outcome.Error(err) for _ in batch]
         self.commits += 1
         self.jobs += len(batch)
+        committed = time.perf_counter()  # metrics
+        self.commit_latency.observe(committed - began)
+        for job in batch:
+            self.write_latency.observe(committed - job.queued)
         # Wake each event loop once per group, not once per job: every
         # run_sync_soon from a thread costs a syscall on trio's wakeup socket.
         wakeups: dict[trio.lowlevel.TrioToken, list[tuple[trio.lowlevel.Task, Any]]] = {}
@@ -219,8 +239,30 @@ class Writer:
         except ReverieError as e:
             return outcome.Error(e)
         except apsw.Error as e:
-            return outcome.Error(map_error(e, "write failed"))
+            return outcome.Error(map_error(_root_error(e), "write failed"))
         except Exception as e:
             log.exception("write job failed")
             return outcome.Error(e)
         return outcome.Value(value)
+
+
+# -- faults: a group SQLite rolled back by itself ---------------------------------
+
+
+def _root_error(e: apsw.Error) -> apsw.Error:
+    """The error that started it: after SQLITE_FULL (or an I/O error) SQLite has
+    already rolled the transaction back, so the savepoint's own rollback fails
+    with an SQLError whose __context__ is the real cause."""
+    while isinstance(e.__context__, apsw.Error):
+        e = e.__context__
+    return e
+
+
+def _group_lost(result: outcome.Outcome[Any]) -> BaseException:
+    """Why a group's transaction vanished mid-group (SQLite rolls back the whole
+    transaction on SQLITE_FULL, IOERR or NOMEM): every job in it failed, and
+    jobs after it must not run in autocommit, where each would commit alone
+    while the group reports failure."""
+    if isinstance(result, outcome.Error) and isinstance(result.error, StorageError):
+        return result.error
+    return StorageError("write failed: SQLite rolled the transaction back")
