@@ -430,22 +430,25 @@ async def post(db: Database, events: Sequence[Event]) -> PostEventsResult:
     if not events:
         return PostEventsResult(stored=0, duplicates=0, observations=0)
     now = time.time()
-    if _small(events):
-        batch = prepare(events, now)
-    else:
-        batch = await trio.to_thread.run_sync(prepare, events, now)
+    try:
+        if _small(events):
+            batch = prepare(events, now)
+        else:
+            batch = await trio.to_thread.run_sync(prepare, events, now)
+    except (TypeError, ValueError) as e:  # msgpack carries what JSON cannot (Ext, nil keys)
+        raise InvalidParams(f"an event payload must be JSON-compatible: {e}") from None
     return await db.writer.run(lambda conn: store(conn, batch, now))
 
 
 async def serve(
-    db: Database, req: PostEvents | ListEvents | Capture, *, written: Callable[[], None]
+    db: Database, req: PostEvents | ListEvents | Capture, *, written: Callable[[int], None]
 ) -> PostEventsResult | ListEventsResult | CaptureResult:
     """The events feature's RPC methods (rpc/dispatch.py delegates here)."""
     match req:
         case PostEvents(events=events):
             result = await post(db, events)
             if result.observations:
-                written()  # new memories: wake the vector indexer
+                written(result.observations)  # new memories: wake the vector indexer
             return result
         case ListEvents():
             return await db.read(lambda conn: list_events(conn, req))

@@ -16,7 +16,10 @@ from typing import Any
 import apsw
 import msgspec
 import pytest
-from harness import Daemon
+import trio
+import trio.testing
+from harness import Daemon, wait_indexed
+from reverie.daemon.config import IndexConfig
 from reverie.errors import InvalidParams
 from reverie.rpc.client import Client
 from reverie.rpc.proto_events import (
@@ -29,6 +32,9 @@ from reverie.rpc.proto_events import (
     PostEventsResult,
 )
 from reverie.rpc.workspace import workspace_for
+from reverie.store.database import Database
+from reverie.store.embed_lexical import LexicalEmbedder
+from reverie.store.indexer import BURST_FACTOR, BURST_RATE, Indexer
 from reverie.store.observations import PAYLOAD_MAX_BYTES, observe, trim_payload, trim_text
 
 # Built at run time so that no well-formed key sits in the repository.
@@ -512,3 +518,95 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in _strings(v)]
     return []
+
+
+# -- the vector index during a burst of events ---------------------------------------------
+
+
+def _quiet_period_ends(tmp: Path, writes_at: list[float], memories: int = 1) -> float:
+    """When the indexer's wait ends (MockClock seconds), given writes at these times.
+
+    A first write wakes the indexer at 0.0; each of the others notifies it of
+    `memories` new memories, as rpc/dispatch.py does after a write.
+    """
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    db = Database.open_blocking(tmp)
+    try:
+        ix = Indexer(db, LexicalEmbedder(), tmp, IndexConfig(delay_s=0.25, max_lag_s=2.0))
+
+        async def main() -> float:
+            ix.notify(memories)
+            async with trio.open_nursery() as nursery:
+
+                async def writes() -> None:
+                    for t in writes_at:
+                        await trio.sleep_until(t)
+                        ix.notify(memories)
+
+                nursery.start_soon(writes)
+                await ix._quiet_period()
+                ended = trio.current_time()
+                nursery.cancel_scope.cancel()
+            return ended
+
+        return trio.run(main, clock=clock)
+    finally:
+        db.close_blocking()
+
+
+def test_the_index_catches_up_once_writes_pause(short_tmp: Path) -> None:
+    assert _quiet_period_ends(short_tmp, []) == pytest.approx(0.25)
+    # One large post: the pause it waits for is longer (it may start a burst).
+    assert _quiet_period_ends(short_tmp, [], memories=5000) == pytest.approx(BURST_FACTOR * 0.25)
+    # Writes every 0.1 s until 1.0: caught up 0.25 s after the last one.
+    assert _quiet_period_ends(short_tmp, [i / 10 for i in range(1, 11)]) == pytest.approx(1.25)
+
+
+def test_a_trickle_of_writes_waits_at_most_max_lag(short_tmp: Path) -> None:
+    # 10 memories a second, never a pause of delay_s: max_lag_s bounds the lag.
+    ends = _quiet_period_ends(short_tmp, [i / 5 for i in range(1, 100)], memories=2)
+    assert ends == pytest.approx(2.0)
+    # Half BURST_RATE is still a trickle.
+    per_write = int(BURST_RATE / 10) // 2
+    ends = _quiet_period_ends(short_tmp, [i / 10 for i in range(1, 100)], memories=per_write)
+    assert ends == pytest.approx(2.0)
+
+
+def test_a_burst_defers_the_index_to_its_end_within_a_bound(short_tmp: Path) -> None:
+    # bench_ingest.py's rate, slowed 5x: 8 posts a second of 260 memories
+    # each, for 4 s. The index waits for the pause after the burst (a pause
+    # of BURST_FACTOR * delay_s: the burst's pace tells nothing of its end).
+    burst = [i / 8 for i in range(1, 33)]
+    assert _quiet_period_ends(short_tmp, burst, memories=260) == pytest.approx(
+        4 + BURST_FACTOR * 0.25
+    )
+    # On a loaded machine the burst's batches come further apart than delay_s:
+    # still a burst, not a pause.
+    slow = [i * 0.4 for i in range(1, 11)]
+    assert _quiet_period_ends(short_tmp, slow, memories=260) == pytest.approx(
+        4 + BURST_FACTOR * 0.25
+    )
+    # A burst that does not stop: the lag is bounded (BURST_FACTOR * max_lag_s).
+    endless = [i / 8 for i in range(1, 8 * 30)]
+    assert _quiet_period_ends(short_tmp, endless, memories=260) == pytest.approx(BURST_FACTOR * 2.0)
+
+
+def test_a_bursts_observations_are_searchable_at_once_and_by_vector_after(
+    short_tmp: Path,
+) -> None:
+    with Daemon(short_tmp) as d, d.client() as c:
+        for b in range(30):  # back to back: a burst
+            post(
+                c,
+                *(
+                    bash(f"b{b}-{i}", f"make target{b}x{i}", f"built artefact{b}x{i} fine")
+                    for i in range(20)
+                ),
+            )
+            # Lexically at once, whatever the index is doing.
+            hit = c.search(f"artefact{b}x19", workspace=WS, mode="lexical").hits[0]
+            assert f"artefact{b}x19" in hit.memory.content
+        wait_indexed(c, timeout=60)
+        assert c.status().index.pending == 0  # type: ignore[union-attr]
+        found = c.search("make target29x7", workspace=WS, mode="vector").hits
+        assert found and "target29x7" in found[0].memory.content
