@@ -24,15 +24,21 @@ marks and every tier move is an undoable `SetTier` op:
   Never a protected kind (light sleep's `protected_kinds`: decision,
   preference, procedure) and never a pinned memory (`metadata.pinned`).
 
-* Version snapshots: nothing in reverie overwrites a memory's content
-  (memories are immutable; REM supersedes with a *new* memory), so there is
-  nothing to snapshot and no retention count to keep.
+* Version snapshots. `reverie update` overwrites a memory in place after
+  copying the old row to `memory_versions` (store/versions.py). Deep sleep
+  keeps, per memory, the newest `versions_keep` snapshots (default 10) and
+  prunes an older one only once it was replaced more than
+  `versions_retention_days` ago (default 30): a burst of edits never loses
+  last week's text the same night. Each memory's pruned snapshots are one
+  undoable `PruneVersions` op; its `dream_ops.data` holds the deleted rows,
+  so `dreams undo` re-inserts them (the text leaves the store for good when
+  that ledger row does, or when the memory is purged).
 
 * Maintenance, after the ops, recorded in the run's notes and NOT undoable
   (it changes no memory a reader can see, except the purge):
     - purge: forgotten tombstones older than `purge_forgotten_after_days`
-      (by `metadata.forgotten.at`) lose their text, exactly as
-      `forget --purge` does. Undo cannot bring erased text back, and keeping
+      (by `metadata.forgotten.at`) lose their text and their version
+      snapshots, exactly as `forget --purge` does. Undo cannot bring erased text back, and keeping
       the text in `dream_ops` to make it undoable would mean it was never
       purged, so the purge is outside the plan's ops: documented retention,
       then gone. `0` turns it off. A dry run reports how many would go.
@@ -58,7 +64,7 @@ from reverie.phases.light import ACTIVE_ROWS, DAY, SCORE_KEY, LightConfig, score
 from reverie.phases.ops import Op, SetTier, Tier
 from reverie.phases.runner import Check, Plan, Transact
 from reverie.phases.settings import DeepConfig as DeepConfig  # on the CLI's import path
-from reverie.store import memories
+from reverie.store import memories, versions
 
 Checkpoint = Callable[[], tuple[int, int, int]]  # PRAGMA wal_checkpoint's (busy, log, done)
 
@@ -112,16 +118,32 @@ class DeepSleep:
             if to != tier:
                 ops.append(SetTier(memory_id=mid, from_tier=tier, to_tier=to))
         promote = sum(1 for op in ops if isinstance(op, SetTier) and op.to_tier == "long")
+        moves = len(ops)
+        prune = versions.prunable(
+            conn, now, keep=self.cfg.versions_keep, retention_days=self.cfg.versions_retention_days
+        )
+        ops += prune
+        snapshots, versioned = versions.totals(conn)
+        pruned = sum(len(op.versions) for op in prune)
         cutoff = self.purge_cutoff(now)
         purgeable = (
             int(conn.execute(f"SELECT count(*) {_PURGEABLE}", (cutoff,)).get)
             if cutoff is not None
             else 0
         )
+        cfg = self.cfg
         notes = (
             f"examined {items} active memories: {promote} to promote, "
-            f"{len(ops) - promote} to archive; after the ops: purge {purgeable} forgotten "
-            f"tombstones older than {self.cfg.purge_forgotten_after_days:g} days (not undoable)"
+            f"{moves - promote} to archive; {snapshots} version snapshots of {versioned} "
+            f"memories: prune {pruned} of {len(prune)} memories"
+        )
+        notes += (
+            f" (beyond the newest {cfg.versions_keep}, replaced over "
+            f"{cfg.versions_retention_days:g} days ago)"
+        )
+        notes += (
+            f"; after the ops: purge {purgeable} forgotten tombstones older than "
+            f"{cfg.purge_forgotten_after_days:g} days (not undoable)"
         )
         if self.cfg.maintenance:
             notes += ", FTS optimize, PRAGMA optimize, WAL checkpoint"
@@ -141,7 +163,8 @@ class DeepSleep:
                     n = int(conn.execute(f"SELECT count(*) {_PURGEABLE}", (cutoff,)).get)
                     if n:
                         # Like `forget --purge`: the tombstone row stays (provenance
-                        # and imports still see it), its text and tags go.
+                        # and imports still see it), its text, tags and snapshots go.
+                        versions.delete_for(conn, f"SELECT id {_PURGEABLE}", (cutoff,))
                         conn.execute(
                             "UPDATE memories SET content = '', tags = '[]', updated_at = ?, "
                             f"seq = ? WHERE id IN (SELECT id {_PURGEABLE})",

@@ -23,12 +23,15 @@ from reverie.phases.ops_rem import (  # REM ops (phases/ops_rem.py)
     REM_OP_NAMES,
     REM_OPS,
     MergeDuplicates,
+    SummarizeCluster,
     Supersede,
+    WriteDigest,
     apply_rem,
     undo_rem,
 )
 from reverie.rpc.protocol import Remember
 from reverie.store import memories
+from reverie.store.versions import PruneVersions, apply_prune, undo_prune  # memory versions
 
 Tier = Literal["short", "long", "archived"]
 _json = msgspec.json.Encoder()
@@ -68,13 +71,25 @@ class CreateSummary(msgspec.Struct, tag="create_summary", kw_only=True, frozen=T
     mark_key: str = "summarized_by"
 
 
-Op = SetTier | SetMeta | CreateSummary | MergeDuplicates | Supersede  # REM: ops_rem.py
+Op = (
+    SetTier
+    | SetMeta
+    | CreateSummary
+    | MergeDuplicates  # REM: ops_rem.py
+    | Supersede  # REM: ops_rem.py
+    | SummarizeCluster  # REM: ops_rem.py
+    | WriteDigest  # REM: ops_rem.py
+    | PruneVersions  # memory versions: store/versions.py
+)
 OP_NAMES: dict[type[Any], str] = {
     SetTier: "set_tier",
     SetMeta: "set_meta",
     CreateSummary: "create_summary",
     MergeDuplicates: "merge_duplicates",  # REM
     Supersede: "supersede",  # REM
+    SummarizeCluster: "summarize_cluster",  # REM
+    WriteDigest: "write_digest",  # REM
+    PruneVersions: "prune_versions",  # memory versions
 }
 
 
@@ -155,6 +170,11 @@ def apply_op(conn: apsw.Connection, op: Op, now: float) -> Applied | None:
         if rem is None:
             return None
         return Applied(op=rem[0], before_ids=rem[1], after_ids=rem[2], data=rem[3])
+    if isinstance(op, PruneVersions):  # memory versions (store/versions.py)
+        pruned = apply_prune(conn, op)
+        if pruned is None:
+            return None
+        return Applied(op=pruned[0], before_ids=pruned[1], after_ids=pruned[2], data=pruned[3])
     return _create_summary(conn, op, now)
 
 
@@ -200,6 +220,8 @@ def undo_op(
     """Reverse one applied op exactly; False when the memory moved on since (left as it is)."""
     if name in REM_OP_NAMES:  # REM (phases/ops_rem.py)
         return undo_rem(conn, name, data, now)
+    if name == "prune_versions":  # memory versions (store/versions.py)
+        return undo_prune(conn, data)
     op = data["op"]
     if name == "set_tier":
         row = conn.execute("SELECT tier FROM memories WHERE id = ?", (op["memory_id"],)).fetchone()

@@ -46,6 +46,17 @@ Supersession runs over what remains after merging (a merged source's
 pairs count for its canonical); a group of the same subject keeps its
 newest member and every older one points at it.
 
+Clusters and digest (rem_clusters.py). After the merges, related memories
+(a lower cosine, shared content words) form clusters that get one
+consolidated `summary` each, and a run that changed anything ends with a
+`digest`. REM's own summaries and digests (metadata.phase = "rem") are
+never candidates. With `[dreams.rem.llm]`, `refine` has the model write the
+summaries' text before a non-dry run applies the plan (service.py).
+
+Reads. An incremental run reads the rows of the workspaces with a changed
+memory only (the rest is counted), and through the index only the vectors
+it needs (rem_pairs.RowVectors); the exact path reads the workspace's.
+
 The plan is a pure function of the database, `now` and the config (with
 the index, of its neighbours too: HNSW recall is near 1, not exactly 1).
 """
@@ -55,7 +66,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,48 +74,21 @@ import apsw
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from reverie.phases import rem_clusters
 from reverie.phases.ops import Op
-from reverie.phases.ops_rem import MergeDuplicates, Supersede
-from reverie.phases.rem_pairs import candidate_pairs
+from reverie.phases.ops_rem import MergeDuplicates, SummarizeCluster, Supersede, WriteDigest
+from reverie.phases.rem_pairs import RowVectors, candidate_pairs, uses_index
 from reverie.phases.runner import Plan
+from reverie.phases.settings import RemConfig as RemConfig  # one class, [dreams.rem]
 from reverie.store.embed_lexical import IRREGULAR, STOPWORDS, LexicalEmbedder, porter_stem, tokens
 from reverie.store.embedding import embedder_for_model
 from reverie.store.indexer import IndexView
 
 Floats = npt.NDArray[np.float32]
+Ids = npt.NDArray[np.int64]
+_json = msgspec.json.Encoder()
 # (model, workspace) -> the daemon's index for it, or None (not ready, other model).
 ViewSource = Callable[[str, str], IndexView | None]
-
-
-class RemConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """REM's tunables; the defaults were measured on tests/test_dream_rem.py's planted store."""
-
-    # Cosine for a duplicate candidate. Lexical-embedder vectors of a text and
-    # its copy with a case/punctuation edit or one added word score >= 0.9;
-    # the lexical check, not the cosine, is what tells facts apart.
-    duplicate_threshold: float = 0.9
-    # Cosine for a supersession candidate: a changed value removes that value's
-    # word feature (numbers carry no character n-grams), so such pairs sit lower.
-    supersede_threshold: float = 0.7
-    added_fraction: float = 0.25  # added words a duplicate may have, of the union
-    min_subject_words: int = 2  # content words a supersession's subject needs
-    exclude_kinds: list[str] = msgspec.field(default_factory=list)
-    # Hook observations (metadata.session_id) are raw session records that light
-    # sleep distils per session: merging them across sessions would break that.
-    skip_session_observations: bool = True
-    incremental: bool = True  # compare only memories changed since the last REM run
-    rescan_margin_s: float = 3600.0  # plan-to-ledger gap and clock skew, re-covered
-    # Similarity cells per block (64 MB of float32): at 100k, 160-row blocks run
-    # OpenBLAS at ~200 GFLOP/s on 2 cores against ~170 for 80 rows, ~110 for 40.
-    block_cells: int = 16_000_000
-    max_pairs: int = 200_000  # candidate pairs per run (the rest waits for the next run)
-    max_ops: int = 5_000  # ops per run: bounds a run's undo and the writer's work
-    # With the daemon's index: neighbours asked per changed memory (grown 4x
-    # while the k-th is still above the thresholds), and the exact cells a
-    # changed memory's row must cost before a query is cheaper (one query at
-    # ef=128, ~0.4 ms on 2 threads, costs as much as ~90k cells at ~4.4 ns).
-    index_k: int = 16
-    index_min_cells: int = 90_000
 
 
 _VALUE = re.compile(r"[\w.:/@+-]*\d[\w.:/@+-]*")
@@ -232,6 +216,17 @@ def _since(conn: apsw.Connection, cfg: RemConfig) -> float | None:
     return float(row[0]) - cfg.rescan_margin_s
 
 
+@dataclass(slots=True)
+class _Space:
+    """One workspace's candidates, kept for the cluster search's further rounds."""
+
+    ws: str
+    mems: list[_Mem]
+    vecs: RowVectors
+    view: IndexView | None
+    pairs: list[tuple[int, int, float]]
+
+
 class Rem:
     name = "rem"
 
@@ -246,19 +241,40 @@ class Rem:
         model = model or (embedder.model_id if embedder else None)
         since = _since(conn, cfg)
         kinds = ",".join("?" * len(cfg.exclude_kinds))
+        # REM's own summaries and digests are derived data: never candidates
+        # (a summary would cluster with its members, a digest with the last one).
+        where = (
+            "m.state = 'active' AND m.tier != 'archived' "
+            f"AND m.kind NOT IN ({kinds}) AND NOT (? AND m.kind = 'observation' "
+            "AND json_extract(m.metadata, '$.session_id') IS NOT NULL) "
+            "AND json_extract(m.metadata, '$.phase') IS NOT 'rem'"
+        )
+        args = (*cfg.exclude_kinds, cfg.skip_session_observations)
+        scope = ""
+        total: int | None = None
+        if since is not None:
+            # Incremental: only the workspaces with a changed memory are read
+            # (rows and vectors); the others only counted.
+            count, changed = conn.execute(  # one row, always
+                f"SELECT count(*), json_group_array(DISTINCT CASE WHEN m.updated_at >= ? "
+                f"THEN m.workspace END) FROM memories m WHERE {where}",
+                (since, *args),
+            ).fetchall()[0]
+            total = int(str(count))
+            spaces_ws = [w for w in json.loads(str(changed)) if w is not None]
+            scope = f" AND m.workspace IN ({','.join('?' * len(spaces_ws))})"
+            args = (*args, *spaces_ws)
         rows: list[tuple[Any, ...]] = conn.execute(
             "SELECT m.id, m.workspace, m.kind, m.content, m.observed_at, m.recall_count, "
             "json_extract(m.metadata, '$.pinned'), m.updated_at, m.seq, "
-            "CASE WHEN e.content_hash = m.content_hash THEN e.vector END "
+            "e.content_hash IS m.content_hash "  # a current vector (read later, if needed)
             "FROM memories m LEFT JOIN embeddings e ON e.memory_id = m.id AND e.model = ? "
-            "WHERE m.state = 'active' AND m.tier != 'archived' "
-            f"AND m.kind NOT IN ({kinds}) AND NOT (? AND m.kind = 'observation' "
-            "AND json_extract(m.metadata, '$.session_id') IS NOT NULL) "
-            "ORDER BY m.workspace, m.id",
-            (model, *cfg.exclude_kinds, cfg.skip_session_observations),
+            f"WHERE {where}{scope} ORDER BY m.workspace, m.id",
+            (model, *args),
         ).fetchall()
-        by_ws: dict[str, list[tuple[_Mem, bytes | None]]] = {}
-        for mid, ws, kind, content, observed, rcount, pinned, updated, seq, blob in rows:
+        items_total = len(rows) if total is None else int(total)
+        by_ws: dict[str, list[tuple[_Mem, bool]]] = {}
+        for mid, ws, kind, content, observed, rcount, pinned, updated, seq, has in rows:
             mem = _Mem(
                 int(mid),
                 str(kind),
@@ -269,39 +285,158 @@ class Rem:
                 since is None or float(updated) >= since,
                 int(seq),
             )
-            by_ws.setdefault(str(ws), []).append((mem, blob))
+            by_ws.setdefault(str(ws), []).append((mem, bool(has)))
         mems: dict[int, _Mem] = {}
         pairs: list[tuple[int, int, float]] = []
-        skipped = via_index = 0
+        spaces: list[_Space] = []
+        skipped = via_index = read = 0
         for ws, items in by_ws.items():
             if not any(m.dirty for m, _ in items):
                 continue
-            missing = [i for i, (_, b) in enumerate(items) if b is None]
+            missing = sum(not has for _, has in items)
             if missing and embedder is None:
-                items = [it for it in items if it[1] is not None]
-                skipped += len(missing)
+                items = [it for it in items if it[1]]
+                skipped += missing
             if len(items) < 2:
                 continue
-            vecs = _vectors(items, embedder)
             ws_mems = [m for m, _ in items]
             mems.update((m.id, m) for m in ws_mems)
             view = self.index(model, ws) if self.index is not None and model else None
+            vecs = RowVectors(len(ws_mems), _fetcher(conn, model, embedder, ws_mems))
+            n_dirty = sum(m.dirty for m in ws_mems)
+            if view is None or not uses_index(len(ws_mems), n_dirty, cfg.index_min_cells):
+                vecs = RowVectors.dense(vecs.all())  # the exact path compares every row
+            read += vecs.loaded
             found, used = _pairs(ws_mems, vecs, cfg, cfg.max_pairs - len(pairs), view)
+            spaces.append(_Space(ws, ws_mems, vecs, view, found))
             pairs += found
             via_index += used
             if len(pairs) >= cfg.max_pairs:
                 break
         ops, dups, sups = self._ops(mems, pairs)
         notes = (
-            f"compared {sum(m.dirty for m in mems.values())} changed of {len(rows)} active "
+            f"compared {sum(m.dirty for m in mems.values())} changed of {items_total} active "
             f"memories ({model}); {len(pairs)} candidate pairs; "
             f"merged {dups} duplicates, superseded {sups} outdated facts"
         )
+        if cfg.cluster_summaries:
+            summaries, note = self._summaries(conn, spaces, ops, since is None)
+            ops += summaries
+            notes += f"; {note}"
         if via_index:
-            notes += f"; {via_index} workspaces through the vector index"
+            loaded = sum(s.vecs.loaded for s in spaces)
+            notes += f"; {via_index} workspaces through the vector index ({loaded} vectors read)"
         if skipped:
             notes += f"; {skipped} memories without a {model} vector skipped"
-        return Plan(phase=self.name, ops=ops, items=len(rows), notes=notes)
+        if ops and cfg.digest:
+            ops.append(_digest_op(ops, spaces))
+        llm_note = rem_clusters.dry_run_note(ops, cfg)
+        if llm_note:
+            notes += f"; {llm_note}"
+        return Plan(phase=self.name, ops=ops, items=items_total, notes=notes)
+
+    def _summaries(
+        self, conn: apsw.Connection, spaces: list[_Space], ops: list[Op], full: bool
+    ) -> tuple[list[Op], str]:
+        """Cluster summary ops per workspace (rem_clusters.py), and a note."""
+        cfg = self.cfg
+        survivor: dict[int, int] = {}
+        for op in ops:
+            if isinstance(op, MergeDuplicates):
+                survivor.update((s, op.canonical) for s in op.sources)
+            elif isinstance(op, Supersede):
+                survivor[op.old_id] = op.new_id
+
+        def surv(i: int) -> int:
+            seen = 0
+            while i in survivor and seen < 64:  # chains are short; a cycle is impossible
+                i, seen = survivor[i], seen + 1
+            return i
+
+        existing = _rem_summaries(conn)
+        out: list[Op] = []
+        big = 0
+        for space in spaces:
+            comps, n_big = self._components(space, surv, full)
+            big += n_big
+            ids = {i for comp in comps for i in comp}
+            members = {
+                m.id: rem_clusters.Member(m.id, m.kind, m.content, m.observed_at)
+                for m in space.mems
+                if m.id in ids
+            }
+            out += rem_clusters.plan_summaries(
+                space.ws, comps, members, existing.get(space.ws, {}), cfg
+            )
+        note = f"{min(len(out), cfg.max_summaries)} cluster summaries"
+        if len(out) > cfg.max_summaries:
+            note += f" ({len(out) - cfg.max_summaries} more wait for the next run)"
+        if big:
+            note += f"; {big} clusters above {cfg.cluster_max_size} memories left alone"
+        return out[: cfg.max_summaries], note
+
+    def _components(
+        self, space: _Space, surv: Callable[[int], int], full: bool
+    ) -> tuple[list[list[int]], int]:
+        """The closed clusters (survivor ids) reached from a workspace's changed memories."""
+        cfg = self.cfg
+        by_id = {m.id: m for m in space.mems}
+        row_of = {m.id: r for r, m in enumerate(space.mems)}
+
+        def related(found: Iterable[tuple[int, int, float]]) -> list[tuple[int, int]]:
+            edges = []
+            for a, b, cos in found:
+                if cos < cfg.cluster_threshold:
+                    continue
+                fa, fb = features(by_id[a].content), features(by_id[b].content)
+                shared = len(fa.words & fb.words)
+                if (
+                    shared >= cfg.cluster_min_shared_words
+                    and shared >= cfg.cluster_min_jaccard * len(fa.words | fb.words)
+                ):
+                    sa, sb = surv(a), surv(b)
+                    if sa != sb:
+                        edges.append((sa, sb))
+            return edges
+
+        def expand(ids: list[int]) -> list[tuple[int, int]]:
+            mask = np.zeros(len(space.mems), dtype=bool)
+            mask[[row_of[i] for i in ids if i in row_of]] = True
+            found, _ = _pairs(space.mems, space.vecs, cfg, cfg.max_pairs, space.view, mask)
+            return related(found)
+
+        done = None if full else {m.id for m in space.mems if m.dirty}
+        return rem_clusters.components(related(space.pairs), done, expand, cfg.cluster_max_size)
+
+    def summary_inputs(self, conn: apsw.Connection, plan: Plan) -> dict[int, rem_clusters.Member]:
+        """The member texts the LLM path needs (read before it, on a reader)."""
+        ids = sorted({m for op in plan.ops if isinstance(op, SummarizeCluster) for m in op.members})
+        out: dict[int, rem_clusters.Member] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for mid, kind, content, observed in conn.execute(
+                f"SELECT id, kind, content, observed_at FROM memories WHERE id IN ({marks})",
+                chunk,
+            ):
+                out[int(mid)] = rem_clusters.Member(int(mid), str(kind), str(content), observed)
+        return out
+
+    def refine(self, plan: Plan, texts: dict[int, rem_clusters.Member]) -> Plan:
+        """A non-dry run's plan with the LLM's cluster summaries (no-op without [dreams.rem.llm]).
+
+        Blocking HTTP: call it in a worker thread, outside any transaction.
+        """
+        if not self.cfg.llm.url:
+            return plan
+        ops, note = rem_clusters.refine(list(plan.ops), texts, self.cfg)
+        notes = plan.notes
+        dry = rem_clusters.dry_run_note(plan.ops, self.cfg)
+        if dry:
+            notes = notes.replace(f"; {dry}", "")
+        if note:
+            notes += f"; {note}"
+        return Plan(phase=plan.phase, ops=ops, items=plan.items, notes=notes)
 
     def _ops(
         self, mems: dict[int, _Mem], pairs: list[tuple[int, int, float]]
@@ -363,21 +498,45 @@ def _keep_key(m: _Mem) -> tuple[Any, ...]:
     return (not m.pinned, -m.recall_count, m.observed_at, m.id)
 
 
-def _vectors(items: list[tuple[_Mem, bytes | None]], embedder: Any) -> Floats:
-    missing = [i for i, (_, b) in enumerate(items) if b is None]
-    fresh = embedder.embed([items[i][0].content for i in missing]) if missing else None
-    dim = fresh.shape[1] if fresh is not None else len(items[0][1] or b"") // 4
-    out = np.empty((len(items), dim), dtype=np.float32)
-    for i, (_, blob) in enumerate(items):
-        if blob is not None:
-            out[i] = np.frombuffer(blob, dtype="<f4")
-    if fresh is not None:
-        out[missing] = fresh
-    return out
+def _fetcher(
+    conn: apsw.Connection, model: str | None, embedder: Any, mems: list[_Mem]
+) -> Callable[[Ids], Floats]:
+    """Rows -> their current stored vectors; a row without one is embedded here."""
+
+    def fetch(rows: Ids) -> Floats:
+        want = [mems[r].id for r in rows.tolist()]
+        blobs: dict[int, bytes] = {}
+        for i in range(0, len(want), 50_000):
+            chunk = _json.encode(want[i : i + 50_000]).decode()
+            for mid, blob in conn.execute(
+                "SELECT m.id, e.vector FROM memories m JOIN embeddings e "
+                "ON e.memory_id = m.id AND e.model = ? AND e.content_hash = m.content_hash "
+                "WHERE m.id IN (SELECT value FROM json_each(?))",
+                (model, chunk),
+            ):
+                blobs[int(mid)] = blob
+        missing = [i for i, mid in enumerate(want) if mid not in blobs]
+        fresh = embedder.embed([mems[rows[i]].content for i in missing]) if missing else None
+        dim = fresh.shape[1] if fresh is not None else len(next(iter(blobs.values()))) // 4
+        out = np.empty((len(want), dim), dtype=np.float32)
+        for i, mid in enumerate(want):
+            blob = blobs.get(mid)
+            if blob is not None:
+                out[i] = np.frombuffer(blob, dtype="<f4")
+        if fresh is not None:
+            out[missing] = fresh
+        return out
+
+    return fetch
 
 
 def _pairs(
-    mems: list[_Mem], vecs: Floats, cfg: RemConfig, budget: int, view: IndexView | None
+    mems: list[_Mem],
+    vecs: RowVectors,
+    cfg: RemConfig,
+    budget: int,
+    view: IndexView | None,
+    dirty: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[list[tuple[int, int, float]], bool]:
     """(id, id, cosine) of every pair above the lower threshold with a changed member.
 
@@ -390,14 +549,51 @@ def _pairs(
         vecs,
         np.array([m.id for m in mems], dtype=np.int64),
         np.array([m.seq for m in mems], dtype=np.int64),
-        np.array([m.dirty for m in mems], dtype=bool),
-        min(cfg.duplicate_threshold, cfg.supersede_threshold),
+        np.array([m.dirty for m in mems], dtype=bool) if dirty is None else dirty,
+        _floor(cfg),
         block_cells=cfg.block_cells,
         index_k=cfg.index_k,
         index_min_cells=cfg.index_min_cells,
         view=view,
     )
     return [(mems[a].id, mems[b].id, cos) for a, b, cos in found[:budget]], used
+
+
+def _floor(cfg: RemConfig) -> float:
+    """The lowest cosine any rule looks at."""
+    floor = min(cfg.duplicate_threshold, cfg.supersede_threshold)
+    return min(floor, cfg.cluster_threshold) if cfg.cluster_summaries else floor
+
+
+def _rem_summaries(conn: apsw.Connection) -> dict[str, dict[int, frozenset[int]]]:
+    """Active REM cluster summaries: workspace -> summary id -> member ids."""
+    out: dict[str, dict[int, frozenset[int]]] = {}
+    for sid, ws, prov in conn.execute(
+        "SELECT id, workspace, provenance FROM memories WHERE state = 'active' "
+        "AND kind = 'summary' AND json_extract(metadata, '$.phase') = 'rem'"
+    ):
+        mids = json.loads(str(prov)).get("memories", [])
+        out.setdefault(str(ws), {})[int(sid)] = frozenset(int(m) for m in mids)
+    return out
+
+
+def _digest_op(ops: list[Op], spaces: list[_Space]) -> WriteDigest:
+    """The run's digest, in the workspace it changed (several: "default")."""
+    counts: dict[str, int] = {}
+    for op in ops:
+        tag = str(type(op).__struct_config__.tag)
+        counts[tag] = counts.get(tag, 0) + 1
+    ws_of = {m.id: s.ws for s in spaces for m in s.mems}
+    touched: set[str] = set()
+    for op in ops:
+        if isinstance(op, MergeDuplicates):
+            touched.add(ws_of.get(op.canonical, "default"))
+        elif isinstance(op, Supersede):
+            touched.add(ws_of.get(op.new_id, "default"))
+        elif isinstance(op, SummarizeCluster):
+            touched.add(op.workspace)
+    ws = touched.pop() if len(touched) == 1 else "default"
+    return WriteDigest(workspace=ws, planned=counts)
 
 
 def provenance_sources(conn: apsw.Connection, memory_id: int) -> list[int]:

@@ -24,9 +24,12 @@ when a changed memory's exact row would cost more (`index_min_cells`):
 changed memories in a workspace of more than ~90k (a full run: ~180k). At
 100k the two paths cost the same (1% changed: ~0.4 s either way; a full
 run through the index: 46 s against 24 s); beyond, the exact row grows
-with n and a query with log n. Memories changed after the index's sequence (the indexer lags
-writes by a moment) may be missing or stale in it: they are compared
-exactly against the whole workspace instead, whether dirty or not.
+with n and a query with log n. Memories changed after the index's sequence
+(the indexer lags writes by a moment) may be missing or stale in it: each
+queries the index for its indexed neighbours, and they are compared with
+each other exactly. On the index path only the vectors of changed and
+lagging rows and of the neighbours found are read (`RowVectors`): an
+incremental run no longer reads the whole workspace's vectors.
 """
 
 from __future__ import annotations
@@ -42,8 +45,54 @@ Ids = npt.NDArray[np.int64]
 Pair = tuple[int, int, float]
 
 
+class RowVectors:
+    """A workspace's vector matrix, its rows read on first use.
+
+    The exact path needs every row (`dense`); the index path only the
+    changed rows, the rows the index may not reflect, and the neighbours
+    it returns, so an incremental run over a large workspace reads a few
+    thousand vectors instead of all of them. The matrix is np.zeros: pages
+    never written are never resident.
+    """
+
+    def __init__(self, n: int, fetch: Callable[[Ids], Floats]) -> None:
+        self.n = n
+        self._fetch = fetch  # rows -> their vectors, in that order
+        self._m: Floats | None = None
+        self._have = np.zeros(n, dtype=bool)
+
+    @classmethod
+    def dense(cls, matrix: Floats) -> RowVectors:
+        out = cls(len(matrix), lambda rows: matrix[rows])
+        out._m = matrix
+        out._have[:] = True
+        return out
+
+    @property
+    def loaded(self) -> int:
+        return int(self._have.sum())
+
+    def rows(self, rows: Ids) -> Floats:
+        need = np.unique(rows[~self._have[rows]])
+        if len(need):
+            got = self._fetch(need)
+            if self._m is None:
+                self._m = np.zeros((self.n, got.shape[1]), dtype=np.float32)
+            self._m[need] = got
+            self._have[need] = True
+        assert self._m is not None or len(rows) == 0
+        return self._m[rows] if self._m is not None else np.zeros((0, 0), np.float32)
+
+    def all(self) -> Floats:
+        """The whole matrix (every row read)."""
+        if self._m is None or not self._have.all():
+            self.rows(np.arange(self.n, dtype=np.int64))
+        assert self._m is not None
+        return self._m
+
+
 def candidate_pairs(
-    vecs: Floats,
+    vecs: RowVectors,
     ids: Ids,
     seqs: Ids,
     dirty: npt.NDArray[np.bool_],
@@ -54,7 +103,8 @@ def candidate_pairs(
     index_min_cells: int,
     view: IndexView | None,
 ) -> tuple[list[Pair], bool]:
-    """The pairs (rows into `ids`) above `floor`, and whether the index was used.
+    """The pairs (rows into `ids`) above `floor` with a dirty member, and whether
+    the index was used.
 
     `ids` must be sorted ascending (rows are looked up by id).
     """
@@ -62,29 +112,41 @@ def candidate_pairs(
     n_dirty = int(dirty.sum())
     if n < 2 or n_dirty == 0:
         return [], False
-    use_index = view is not None and n - n_dirty / 2 > index_min_cells
+    use_index = view is not None and uses_index(n, n_dirty, index_min_cells)
     found: set[tuple[int, int]] = set()
-    exact_rows = np.flatnonzero(dirty)
-    if use_index and view is not None:
-        fresh = seqs <= view.seq
-        _index_pairs(np.flatnonzero(dirty & fresh), vecs, ids, view, index_k, floor, found)
-        exact_rows = np.flatnonzero(~fresh)
     # The blocks' cosines may differ from the final ones in the last bits, and
     # lexical cosines often sit exactly on a threshold (equal feature weights):
     # a slack keeps such pairs for the one final test both paths share.
-    _exact_pairs(exact_rows, vecs, dirty, floor - 1e-5, block_cells, found)
-    keys = sorted({_oriented(a, b, dirty) for a, b in found})  # the index finds both ways
+    slack = floor - 1e-5
+    if use_index and view is not None:
+        fresh = seqs <= view.seq
+        _index_pairs(np.flatnonzero(dirty & fresh), vecs, ids, view, index_k, floor, found)
+        # Rows the index may lack or hold stale: their indexed neighbours by a
+        # query of their own, and each other exactly.
+        lag = np.flatnonzero(~fresh)
+        _index_pairs(lag, vecs, ids, view, index_k, floor, found)
+        among: set[tuple[int, int]] = set()
+        _exact_pairs(np.arange(len(lag)), vecs.rows(lag), dirty[lag], slack, block_cells, among)
+        found |= {(int(lag[a]), int(lag[b])) for a, b in among}
+    else:
+        _exact_pairs(np.flatnonzero(dirty), vecs.all(), dirty, slack, block_cells, found)
+    keys = sorted({_oriented(a, b, dirty) for a, b in found if dirty[a] or dirty[b]})
     if not keys:
         return [], use_index
     a = np.array([k[0] for k in keys], dtype=np.int64)
     b = np.array([k[1] for k in keys], dtype=np.int64)
-    sims = np.einsum("ij,ij->i", vecs[a], vecs[b])
+    sims = np.einsum("ij,ij->i", vecs.rows(a), vecs.rows(b))
     keep = sims >= floor
     out = [
         (int(x), int(y), float(s))
         for x, y, s in zip(a[keep].tolist(), b[keep].tolist(), sims[keep].tolist(), strict=True)
     ]
     return out, use_index
+
+
+def uses_index(n: int, n_dirty: int, index_min_cells: int) -> bool:
+    """Whether a workspace of n memories, n_dirty changed, is searched through the index."""
+    return n - n_dirty / 2 > index_min_cells
 
 
 def _oriented(a: int, b: int, dirty: npt.NDArray[np.bool_]) -> tuple[int, int]:
@@ -105,12 +167,27 @@ def _exact_pairs(
     n = len(vecs)
     if len(rows) == 0:
         return
+    block = max(1, block_cells // n)
+    add: Callable[[tuple[int, int]], None] = found.add
+    if len(rows) * 8 < n:
+        # Few rows (an incremental run, a cluster search's next round): the
+        # permuted copy below (the whole matrix) would cost more than the
+        # pairs it saves; a pair of two rows is found twice and kept once.
+        for start in range(0, len(rows), block):
+            part = rows[start : start + block]
+            sims = vecs[part] @ vecs.T
+            sims[np.arange(len(part)), part] = -1.0  # each row's self-pair
+            hit = np.flatnonzero(sims.max(axis=1) >= floor)
+            r, c = np.nonzero(sims[hit] >= floor)
+            a = part[hit[r]]
+            both = dirty[a] | dirty[c]
+            for x, y in zip(a[both].tolist(), c[both].tolist(), strict=True):
+                add((x, y))
+        return
     is_row = np.zeros(n, dtype=bool)
     is_row[rows] = True
     perm = np.concatenate([rows, np.flatnonzero(~is_row)])
     permuted = vecs[perm]
-    block = max(1, block_cells // n)
-    add: Callable[[tuple[int, int]], None] = found.add
     for start in range(0, len(rows), block):
         sims = permuted[start : start + block] @ permuted[start:].T
         local = np.arange(len(sims))
@@ -130,7 +207,7 @@ def _exact_pairs(
 
 def _index_pairs(
     rows: Ids,
-    vecs: Floats,
+    vecs: RowVectors,
     ids: Ids,
     view: IndexView,
     k: int,
@@ -143,9 +220,13 @@ def _index_pairs(
     while len(todo):
         kk = min(k, n)
         again: list[int] = []
-        for r, nb in zip(todo.tolist(), view.search(vecs[todo], kk), strict=True):
+        for r, nb in zip(todo.tolist(), view.search(vecs.rows(todo), kk), strict=True):
             cols = np.searchsorted(ids, nb.ids).clip(0, n - 1)
-            for c in cols[ids[cols] == nb.ids].tolist():
+            # Neighbours clearly below the floor are dropped here, so their
+            # vectors are never read (the index's cosine can differ from the
+            # exact one in the last bits: the final test decides near the floor).
+            near = (ids[cols] == nb.ids) & (np.asarray(nb.similarities) >= floor - 1e-3)
+            for c in cols[near].tolist():
                 if c != r:
                     found.add((r, c))
             if len(nb.ids) == kk and kk < n and nb.similarities[-1] >= floor:

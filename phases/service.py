@@ -27,6 +27,7 @@ import apsw
 import msgspec
 import trio
 from reverie.daemon.config import DreamsConfig
+from reverie.daemon.metrics import METRICS  # metrics
 from reverie.errors import Conflict, InvalidParams
 from reverie.phases import ledger, locks
 from reverie.phases.deep import Checkpoint, DeepSleep, checkpoint_on  # deep sleep
@@ -97,9 +98,9 @@ class Dreams:
         self.data_dir = data_dir
         self.cfg = cfg
         # Tunables from [dreams.light_sleep] / [dreams.rem] / [dreams.deep_sleep]
-        # unless given (tests); settings.RemConfig mirrors rem.RemConfig (convert).
+        # unless given (tests).
         light = light or cfg.light_sleep
-        rem = rem or msgspec.convert(msgspec.to_builtins(cfg.rem), RemConfig)
+        rem = rem or cfg.rem
         self.phases: dict[str, Phase] = {"light-sleep": LightSleep(light)}
         self.phases["rem"] = Rem(rem, index=rem_index)  # REM: merge duplicates, supersede facts
         self.phases["deep-sleep"] = DeepSleep(cfg.deep_sleep, light=light)  # deep sleep
@@ -148,6 +149,13 @@ class Dreams:
                 self.on_status(f"dreaming: {name} planning")
                 now = self.clock()
                 plan = await self.db.read(lambda c: impl.plan(c, now))
+                if isinstance(impl, Rem) and impl.cfg.llm.url:  # REM: the LLM's summaries
+                    texts = await self.db.read(lambda c: impl.summary_inputs(c, plan))
+                    self.on_status(f"dreaming: {name} writing summaries")
+                    # Only HTTP calls (nothing written): a shutdown need not wait for them.
+                    plan = await trio.to_thread.run_sync(
+                        impl.refine, plan, texts, abandon_on_cancel=True
+                    )
                 self.on_status(f"dreaming: {name} applying {len(plan.ops)} ops")
                 clock, writer, data_dir = self.clock, self.db.writer, self.data_dir
                 stop = threading.Event()
@@ -182,14 +190,15 @@ class Dreams:
         finally:
             self._running.discard(name)
             self.on_status("")
-        log.info(
-            "dream run %d %s %s in %d ms: %s",
+        log.info(  # logs (issue 6): key=value, grep-able
+            "dream_run run_id=%d phase=%s status=%s duration_ms=%d counts=%s",
             report.run_id,
             name,
             report.status,
             report.duration_ms,
-            report.counts,
+            ",".join(f"{k}:{v}" for k, v in report.counts.items()) or "-",
         )
+        METRICS.phase(name, report.status, report.duration_ms / 1000)  # metrics
         return DreamsRunResult(report=report)
 
     async def scheduled(self, phase: str, trigger: str) -> None:

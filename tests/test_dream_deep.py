@@ -18,8 +18,9 @@ from reverie.phases.ops import SetTier
 from reverie.phases.runner import apply_plan, transact_on
 from reverie.phases.undo import undo
 from reverie.rpc.proto_dreams import DreamsRun, DreamsRunResult, DreamsUndo, UndoReport
+from reverie.rpc.proto_versions import Update
 from reverie.rpc.protocol import MemoryRecord
-from reverie.store import memories, search
+from reverie.store import memories, search, versions
 
 
 def _stats(conn: Any, mid: int, *, recalls: int, queries: int, at: float | None = None) -> None:
@@ -213,7 +214,9 @@ def test_purge_erases_old_tombstones_only_and_is_not_undone(tmp_path: Path) -> N
     now = time.time()
     old = remember(conn, "An old secret plan", now - 200 * DAY, kind="fact")
     recent = remember(conn, "A recent forgotten plan", now - 200 * DAY, kind="fact")
-    with conn:
+    with conn:  # memory versions: each has an earlier version, which the purge erases too
+        for mid in (old, recent):
+            versions.update(conn, Update(memory_id=mid, importance=0.7))
         memories.forget(conn, old, purge=False, reason="test")
         memories.forget(conn, recent, purge=False, reason="test")
         conn.execute(
@@ -226,6 +229,8 @@ def test_purge_erases_old_tombstones_only_and_is_not_undone(tmp_path: Path) -> N
     assert "purged 1 forgotten tombstones" in report.notes
     rows = dict(conn.execute("SELECT id, content FROM memories").fetchall())
     assert rows[old] == "" and rows[recent] == "A recent forgotten plan"
+    kept = conn.execute("SELECT memory_id FROM memory_versions").fetchall()
+    assert kept == [(recent,)]
     undo(report.run_id, transact=transact_on(conn))
     assert conn.execute("SELECT content FROM memories WHERE id = ?", (old,)).get == ""
     off = DeepSleep(DeepConfig(purge_forgotten_after_days=0)).plan(conn, now + 400 * DAY)

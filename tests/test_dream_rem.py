@@ -191,10 +191,12 @@ def test_planted_store_precision_recall_and_supersession(tmp_path: Path) -> None
 
 
 def _ids(op: object) -> list[int]:
+    """The memories a merge or supersession touches (cluster summaries only read theirs)."""
     if isinstance(op, MergeDuplicates):
         return [op.canonical, *op.sources]
-    assert isinstance(op, Supersede)
-    return [op.old_id, op.new_id]
+    if isinstance(op, Supersede):
+        return [op.old_id, op.new_id]
+    return []
 
 
 def _searches(tmp_path: Path, queries: list[str]) -> list[list[int]]:
@@ -248,7 +250,11 @@ def test_dry_run_apply_undo_round_trip(tmp_path: Path) -> None:
 
     result = undo(report.run_id, transact=transact_on(conn), data_dir=tmp_path)
     assert (result.reversed, result.conflicts) == (len(plan.ops), 0)
-    assert memory_state(conn) == before
+    after = memory_state(conn)
+    created = set(after) - set(before)  # the summaries and the digest: purged tombstones
+    assert len(created) == sum(not _ids(op) for op in plan.ops)
+    assert all(after[m][8] == "forgotten" and after[m][4] == "" for m in created)
+    assert {m: after[m] for m in before} == before
     assert _searches(tmp_path, queries) == searches_before
     assert [x["event"] for x in ledger.read_lines(tmp_path)] == ["run", "undo"]
     # After undo the same pairs are found again.
@@ -266,7 +272,7 @@ def test_stale_plan_ops_are_skipped_and_pinned_never_superseded(tmp_path: Path) 
     )
     newer = remember(conn, "The VPN gateway address is 10.0.0.2.", now - DAY)
     plan = Rem().plan(conn, now)
-    assert [type(op).__name__ for op in plan.ops] == ["MergeDuplicates"]
+    assert [type(op).__name__ for op in plan.ops] == ["MergeDuplicates", "WriteDigest"]
     assert plan.ops[0] == MergeDuplicates(
         canonical=a,
         sources=[b],
@@ -276,7 +282,7 @@ def test_stale_plan_ops_are_skipped_and_pinned_never_superseded(tmp_path: Path) 
     with conn:
         conn.execute("UPDATE memories SET state = 'forgotten' WHERE id = ?", (b,))
     report = apply_plan(plan, transact=transact_on(conn))
-    assert report.counts == {"skipped": 1}
+    assert report.counts == {"skipped": 2}  # the merge, then the digest (nothing applied)
 
 
 @pytest.mark.parametrize("incremental", [True, False])
@@ -289,7 +295,9 @@ def test_incremental_compares_only_changed_memories(tmp_path: Path, incremental:
     first = Rem(cfg).plan(conn, ran)
     apply_plan(first, transact=transact_on(conn), clock=lambda: ran)
     # The survivors changed (their provenance) in that run: they are compared again.
-    survivors = {op.canonical if isinstance(op, MergeDuplicates) else op.new_id for op in first.ops}
+    survivors = {
+        _ids(op)[0 if isinstance(op, MergeDuplicates) else 1] for op in first.ops if _ids(op)
+    }
     late = ran + 60
     a = remember(conn, "The ingest queue drains every 5 minutes.", now - DAY)
     b = remember(conn, "the ingest queue drains every 5 minutes!", late)
@@ -297,7 +305,8 @@ def test_incremental_compares_only_changed_memories(tmp_path: Path, incremental:
         conn.execute("UPDATE memories SET updated_at = ? WHERE id = ?", (now - DAY, a))
         conn.execute("UPDATE memories SET updated_at = ? WHERE id = ?", (late, b))
     plan = Rem(cfg).plan(conn, late)
-    assert [(op.canonical, op.sources) for op in plan.ops] == [(a, [b])]  # type: ignore[union-attr]
+    merges = [(op.canonical, op.sources) for op in plan.ops if isinstance(op, MergeDuplicates)]
+    assert merges == [(a, [b])]
     changed = len(survivors) + 1 if incremental else plan.items
     assert f"compared {changed} changed of {plan.items} active" in plan.notes
 
@@ -317,10 +326,11 @@ def test_daemon_rem_run_hides_duplicates_and_undo_brings_them_back(short_tmp: Pa
         assert {orig, copy} <= hits("release train Tuesday")
         assert {old, new} <= hits("staging database Postgres")
         dry: DreamsRunResult = c.call(DreamsRun(phase="rem", dry_run=True))
-        assert dry.plan is not None and dry.plan.counts == {"merge_duplicates": 1, "supersede": 1}
+        rem_ops = {"merge_duplicates": 1, "supersede": 1, "write_digest": 1}
+        assert dry.plan is not None and dry.plan.counts == rem_ops
         res: DreamsRunResult = c.call(DreamsRun(phase="rem"))
         assert res.report is not None and res.report.status == "completed"
-        assert res.report.counts == {"merge_duplicates": 1, "supersede": 1}
+        assert res.report.counts == rem_ops
         assert copy not in hits("release train Tuesday") and orig in hits("release train Tuesday")
         assert old not in hits("staging database Postgres")
         assert other in hits("release train")
@@ -330,7 +340,7 @@ def test_daemon_rem_run_hides_duplicates_and_undo_brings_them_back(short_tmp: Pa
         assert copy in c.get(orig).provenance["merged_from"]
 
         undone: UndoReport = c.call(DreamsUndo(run_id=res.report.run_id))
-        assert (undone.reversed, undone.conflicts) == (2, 0)
+        assert (undone.reversed, undone.conflicts) == (3, 0)
         assert {orig, copy} <= hits("release train Tuesday")
         assert {old, new} <= hits("staging database Postgres")
         assert c.get(copy).state == "active" and c.get(copy).superseded_by is None
@@ -370,6 +380,39 @@ def test_index_path_gives_the_exact_plan(tmp_path: Path, lag: bool) -> None:
     via = Rem(RemConfig(index_min_cells=0), index=view).plan(conn, now)
     assert asked == [(model, "default")]
     assert "through the vector index" in via.notes
-    assert via.notes == exact.notes + "; 1 workspaces through the vector index"  # same pairs
+    assert via.notes.startswith(exact.notes + "; 1 workspaces through the vector index (")
     assert [msgspec.to_builtins(o) for o in via.ops] == [msgspec.to_builtins(o) for o in exact.ops]
     assert score(p, list(via.ops)).recall >= 0.9
+
+
+@pytest.mark.parametrize("n_dirty", [10, 300])  # the few-rows path, and the permuted one
+def test_candidate_pairs_match_brute_force(n_dirty: int) -> None:
+    from reverie.phases.rem_pairs import RowVectors, candidate_pairs
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(200, 32)).astype(np.float32)
+    vecs = np.concatenate([base, base[:200] + 0.3 * rng.normal(size=(200, 32)).astype(np.float32)])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    n = len(vecs)
+    dirty = np.zeros(n, dtype=bool)
+    dirty[rng.choice(n, n_dirty, replace=False)] = True
+    sims = vecs @ vecs.T
+    want = {
+        (a, b) if dirty[a] else (b, a)
+        for a in range(n)
+        for b in range(a + 1, n)
+        if sims[a, b] >= 0.9 and (dirty[a] or dirty[b])
+    }
+    ids = np.arange(n, dtype=np.int64)
+    got, used = candidate_pairs(
+        RowVectors.dense(vecs),
+        ids,
+        ids,
+        dirty,
+        0.9,
+        block_cells=4000,
+        index_k=8,
+        index_min_cells=10**9,
+        view=None,
+    )
+    assert not used and {(a, b) for a, b, _ in got} == want and len(got) == len(want) > 5

@@ -4,7 +4,8 @@
 
 Each store holds N facts in one workspace (the worst case: REM compares per
 workspace) with lexical vectors stored as the daemon's indexer stores them:
-sentences over 3375 words, 5% near-copies (casing, punctuation) and 2% value updates.
+sentences over 3375 words, 5% near-copies (casing, punctuation), 2% value
+updates and 3% related facts (one word substituted: REM's cluster summaries).
 Timed: the first, full plan (every memory against every other), apply,
 undo, then an incremental plan after 1% new memories (the steady state),
 exactly and through an HNSW index built here from the stored vectors (as
@@ -55,6 +56,10 @@ def build(path: Path, n: int, now: float) -> None:
         elif texts and r < 0.07:
             base = rnd.choice(texts)
             texts.append(base.rsplit(" ", 1)[0] + f" {rnd.randrange(10**6)}.")  # an update
+        elif texts and r < 0.10:  # a related fact: one word substituted (clusters)
+            words = rnd.choice(texts).split(" ")
+            words[rnd.choice((1, 2, 5, 6))] = rnd.choice(WORDS)
+            texts.append(" ".join(words))
         else:
             texts.append(_text(rnd, i))
     rows = []
@@ -95,9 +100,7 @@ def main(sizes: list[int]) -> None:
                 f"undo {c.undo_s:.2f}s"
             )
             # Steady state: a run done, then 1% new memories; the plan compares those.
-            apply_plan(
-                Rem().plan(conn, now), transact=transact_on(conn), clock=lambda now=now: now
-            )
+            apply_plan(Rem().plan(conn, now), transact=transact_on(conn), clock=lambda now=now: now)
             with conn:
                 conn.execute("UPDATE memories SET updated_at = ? WHERE id % 100 = 0", (now + 7200,))
             t4 = time.perf_counter()
