@@ -2,8 +2,10 @@
 
 Precedence, highest first: command-line flags (applied by the CLI), the
 environment (REVERIE_DATA_DIR, REVERIE_SOCKET, REVERIE_LOG_LEVEL), the file
-named by REVERIE_CONFIG or found at $XDG_CONFIG_HOME/reverie/reverie.toml,
-then the embedded defaults. No file is needed.
+named by REVERIE_CONFIG or found at $CONFIGURATION_DIRECTORY/reverie.toml
+(systemd), /etc/reverie/reverie.toml (root) or
+$XDG_CONFIG_HOME/reverie/reverie.toml, then the embedded defaults. No file
+is needed. daemon/config_sources.py also tells where each value came from.
 
 This module is imported by the client to find the socket: standard library
 and msgspec only.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -44,6 +46,9 @@ class DaemonConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaul
 class StoreConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     readers: Annotated[int, Meta(ge=1, le=64)] = 4
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+    # faults: cap the database size in MB (0: unlimited). Writes past it fail
+    # with storage_full while reads go on; SIGHUP applies a new value.
+    max_db_mb: Annotated[float, Meta(ge=0)] = 0
 
 
 class EmbedderConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
@@ -202,6 +207,13 @@ def default_socket() -> str:
 
 
 def default_config_file() -> Path:
+    # Under systemd, ConfigurationDirectory= names /etc/reverie; root without
+    # XDG_CONFIG_HOME (an operator's shell) means the system service's file too,
+    # as the data dir and socket do, so `reverie config check` checks that one.
+    if conf := os.environ.get("CONFIGURATION_DIRECTORY"):
+        return Path(conf.split(":")[0]) / "reverie.toml"
+    if os.getuid() == 0 and "XDG_CONFIG_HOME" not in os.environ:
+        return Path("/etc/reverie/reverie.toml")
     return _xdg("XDG_CONFIG_HOME", ".config") / "reverie" / "reverie.toml"
 
 
@@ -218,6 +230,11 @@ def config_file() -> Path | None:
 
 
 def parse(text: str, source: str = "<config>") -> Config:
+    return parse_raw(text, source)[1]
+
+
+def parse_raw(text: str, source: str = "<config>") -> tuple[dict[str, Any], Config]:
+    """The file's own tables (to tell which keys it sets) and the checked Config."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -234,7 +251,7 @@ def parse(text: str, source: str = "<config>") -> Config:
             compile_schedules(cfg.dreams)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e.message}") from e
-    return cfg
+    return raw, cfg
 
 
 def load(path: Path | None = None, *, env: bool = True) -> Config:
@@ -254,12 +271,52 @@ def load(path: Path | None = None, *, env: bool = True) -> Config:
     return cfg
 
 
-def apply_env(cfg: Config) -> None:
+# The environment variables that override a key (REVERIE_CONFIG names the file).
+ENV_KEYS = {
+    "REVERIE_DATA_DIR": "daemon.data_dir",
+    "REVERIE_SOCKET": "daemon.socket",
+    "REVERIE_LOG_LEVEL": "daemon.log_level",
+}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def apply_env(cfg: Config) -> dict[str, str]:
+    """Apply the environment's overrides; return {dotted key: variable} for those set."""
+    applied: dict[str, str] = {}
     if v := os.environ.get("REVERIE_DATA_DIR"):
         cfg.daemon.data_dir = v
+        applied["daemon.data_dir"] = "REVERIE_DATA_DIR"
     if v := os.environ.get("REVERIE_SOCKET"):
         cfg.daemon.socket = v
+        applied["daemon.socket"] = "REVERIE_SOCKET"
     if v := os.environ.get("REVERIE_LOG_LEVEL"):
-        if v not in ("debug", "info", "warning", "error"):
-            raise ConfigError(f"REVERIE_LOG_LEVEL must be debug, info, warning or error, not {v!r}")
-        cfg.daemon.log_level = v  # type: ignore[assignment]
+        cfg.daemon.log_level = _log_level(v, "REVERIE_LOG_LEVEL")
+        applied["daemon.log_level"] = "REVERIE_LOG_LEVEL"
+    return applied
+
+
+def apply_flags(
+    cfg: Config,
+    *,
+    data_dir: str | None = None,
+    socket: str | None = None,
+    log_level: str | None = None,
+) -> dict[str, str]:
+    """Apply `reverie daemon`'s flags (they win over everything); return {key: flag}."""
+    applied: dict[str, str] = {}
+    if data_dir:
+        cfg.daemon.data_dir = data_dir
+        applied["daemon.data_dir"] = "--data-dir"
+    if socket:
+        cfg.daemon.socket = socket
+        applied["daemon.socket"] = "--socket"
+    if log_level:
+        cfg.daemon.log_level = _log_level(log_level, "--log-level")
+        applied["daemon.log_level"] = "--log-level"
+    return applied
+
+
+def _log_level(value: str, origin: str) -> LogLevel:
+    if value not in LOG_LEVELS:
+        raise ConfigError(f"{origin} must be debug, info, warning or error, not {value!r}")
+    return value  # type: ignore[return-value]

@@ -18,10 +18,17 @@ from pathlib import Path
 
 import trio
 from reverie import __version__
-from reverie.daemon import config as config_mod
 from reverie.daemon import datadir, logs
 from reverie.daemon.config import Config
-from reverie.daemon.listen import allowed_uids, bind_unix_socket
+from reverie.daemon.config_sources import (  # config (issue 6): sources, reload
+    LoadSpec,
+    RunningConfig,
+    Sourced,
+    changed_keys,
+    copy_into,
+    reloadable,
+)
+from reverie.daemon.listen import access, bind_unix_socket
 from reverie.daemon.server import Server
 from reverie.daemon.spool_drain import SpoolDrainer
 from reverie.daemon.systemd import Notifier, activated_socket, watchdog_interval, watchdog_loop
@@ -29,6 +36,7 @@ from reverie.errors import ReverieError
 from reverie.phases.service import Dreams
 from reverie.rpc import spool
 from reverie.rpc.dispatch import Dispatcher, ServerInfo
+from reverie.rpc.proto_config import ReloadInfo  # config (issue 6)
 from reverie.store.database import Database
 from reverie.store.embedding import make_embedder
 from reverie.store.indexer import Indexer, Progress
@@ -41,37 +49,60 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 78
 
 
-def run(cfg: Config, *, json_logs: bool = False) -> int:
-    """Run the daemon in the foreground until SIGTERM/SIGINT; return the exit code."""
+def run(
+    cfg: Config,
+    *,
+    json_logs: bool = False,
+    spec: LoadSpec | None = None,
+    sourced: Sourced | None = None,
+) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT; return the exit code.
+
+    `spec` is how `cfg` was found (--config, flags): SIGHUP reloads through it,
+    so the flags keep winning over the file. `sourced` is what `spec` loaded:
+    the file read and where each key came from (for `config_show`).
+    """
     logs.setup(cfg.daemon.log_level, json_lines=json_logs)
+    spec = spec or LoadSpec()
+    file, sources = (sourced.file, dict(sourced.sources)) if sourced else (spec.path, {})
+    running = RunningConfig(cfg, file, sources, time.time())
     try:
-        trio.run(_main, cfg)
+        trio.run(_main, cfg, spec, running)
     except ReverieError as e:
-        log.error("cannot run: %s", e.message)
+        logs.event(log, logging.ERROR, "cannot_run", error=e.message, code=e.code)
         return EXIT_CONFIG
     except OSError as e:
-        log.error("cannot run: %s", e)
+        logs.event(log, logging.ERROR, "cannot_run", error=str(e))
         return EXIT_FAILURE
     return 0
 
 
-async def _main(cfg: Config) -> None:
+async def _main(cfg: Config, spec: LoadSpec, running: RunningConfig) -> None:
     data = cfg.data_path
     datadir.prepare(data)
     with datadir.DataDirLock(data):
         started = time.monotonic()
-        db = await Database.open(data, readers=cfg.store.readers, synchronous=cfg.store.synchronous)
+        db = await Database.open(
+            data,
+            readers=cfg.store.readers,
+            synchronous=cfg.store.synchronous,
+            max_db_mb=cfg.store.max_db_mb,  # faults: database size cap
+        )
         try:
-            await _Daemon(cfg, db, started).run()
+            await _Daemon(cfg, db, started, spec, running).run()
         finally:
             with trio.CancelScope(shield=True):
                 await db.close()
-            log.info("stopped: database closed cleanly")
+            logs.event(log, logging.INFO, "stopped", db="closed_cleanly")
 
 
 class _Daemon:
-    def __init__(self, cfg: Config, db: Database, started: float) -> None:
+    def __init__(
+        self, cfg: Config, db: Database, started: float, spec: LoadSpec, running: RunningConfig
+    ) -> None:
         self.cfg = cfg
+        self.spec = spec  # config (issue 6): what SIGHUP re-reads
+        self.running = running  # config (issue 6): what `config_show` reports
         self.db = db
         self.started = started
         self.notifier = Notifier()
@@ -109,9 +140,12 @@ class _Daemon:
             indexer=self.indexer,
             sessions=self.cfg.sessions,  # when a silent session is stale
             dreams=self.dreams,
+            running_config=self.running,  # config (issue 6): config_show
         )
         server = Server(
-            self.cfg.daemon, dispatcher.handle, allowed_uids(self.cfg.daemon.allowed_uids)
+            self.cfg.daemon,
+            dispatcher.handle,
+            access(self.cfg.daemon.allowed_uids, self.cfg.daemon.socket_group),
         )
         self.server = server
         try:
@@ -174,27 +208,29 @@ class _Daemon:
         elapsed = time.monotonic() - self.started
         status = f"serving on {self.cfg.socket_path}"
         self.notifier.ready(status)
-        log.info(
-            "ready version=%s pid=%d socket=%s activated=%s data_dir=%s startup_ms=%.0f",
-            __version__,
-            os.getpid(),
-            self.cfg.socket_path,
-            activated,
-            self.cfg.data_path,
-            elapsed * 1000,
+        logs.event(
+            log,
+            logging.INFO,
+            "ready",
+            version=__version__,
+            pid=os.getpid(),
+            socket=self.cfg.socket_path,
+            activated=activated,
+            data_dir=self.cfg.data_path,
+            config=self.running.file or "none",
+            log_level=self.cfg.daemon.log_level,
+            startup_ms=round(elapsed * 1000),
         )
 
     async def _drain(self, server: Server) -> None:
         grace = self.cfg.daemon.grace_period_s
         self.notifier.stopping()
-        log.info(
-            "stopping: finishing in-flight requests connections=%d grace_s=%g", server.active, grace
-        )
+        logs.event(log, logging.INFO, "stopping", connections=server.active, grace_s=grace)
         server.begin_shutdown()
         with trio.move_on_after(grace):
             await server.finished.wait()
         if not server.finished.is_set():
-            log.warning("grace period over: closing connections=%d", server.active)
+            logs.event(log, logging.WARNING, "grace_over", closing_connections=server.active)
             server.force_close()
             await server.finished.wait()
 
@@ -204,42 +240,90 @@ class _Daemon:
                 if signum == signal.SIGHUP:
                     self._reload()
                 elif not self.stop_requested.is_set():
-                    log.info("received %s", signal.Signals(signum).name)
+                    logs.event(log, logging.INFO, "signal", signal=signal.Signals(signum).name)
                     self.stop_requested.set()
                 else:
-                    log.warning(
-                        "second %s: not waiting for the grace period", signal.Signals(signum).name
+                    logs.event(
+                        log,
+                        logging.WARNING,
+                        "signal",
+                        signal=signal.Signals(signum).name,
+                        second=True,
+                        action="force_close",
                     )
                     server.force_close()
 
     def _reload(self) -> None:
-        """SIGHUP: re-read the config; apply what can change while running."""
+        """SIGHUP: re-read the config; apply what can change while running.
+
+        Keys fixed at start keep their running value and are reported (logged,
+        and in `config_show`) as needing a restart, compared with what runs.
+        """
         self.notifier.send(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
-            new = config_mod.load()
+            loaded = self.spec.load_sourced()
         except ReverieError as e:
-            log.error("reload failed, keeping the running config: %s", e.message)
-        else:
-            if new.daemon.log_level != self.cfg.daemon.log_level:
-                logs.set_level(new.daemon.log_level)
-                self.cfg.daemon.log_level = new.daemon.log_level
-            if new.embedder != self.cfg.embedder and self.indexer is not None:
-                try:
-                    embedder = make_embedder(new.embedder)
-                except ReverieError as e:
-                    log.error("reload: keeping the embedder: %s", e.message)
-                else:
-                    self.cfg.embedder = new.embedder
-                    self.indexer.switch_model(embedder)
-                    log.info("reload: re-embedding with %s in the background", embedder.model_id)
-            self._reload_dreams(new)
-            needs_restart = _changed_keys(self.cfg, new)
-            if needs_restart:
-                log.warning(
-                    "reload: these keys change only on restart: %s", ", ".join(needs_restart)
-                )
-            log.info("reloaded config log_level=%s", self.cfg.daemon.log_level)
+            self.running.last_reload = ReloadInfo(at=time.time(), ok=False, error=e.message)
+            logs.event(log, logging.ERROR, "reload", ok=False, kept="running", error=e.message)
+            self.notifier.send("READY=1")
+            return
+        new, errors = loaded.config, list[str]()
+        changed = changed_keys(self.cfg, new)
+        applied = [k for k in changed if reloadable(k)]
+        restart = [k for k in changed if not reloadable(k)]
+        if new.daemon.log_level != self.cfg.daemon.log_level:
+            logs.set_level(new.daemon.log_level)
+            self.cfg.daemon.log_level = new.daemon.log_level
+        if new.embedder != self.cfg.embedder and (error := self._reload_embedder(new)):
+            errors.append(error)
+            applied = [k for k in applied if not k.startswith("embedder.")]
+        # Read per request: updated in place, the dispatcher holds these objects.
+        copy_into(self.cfg.search, new.search)
+        copy_into(self.cfg.sessions, new.sessions)
+        if new.store.max_db_mb != self.cfg.store.max_db_mb:  # faults: size cap
+            self.db.set_size_cap(new.store.max_db_mb)
+            self.cfg.store.max_db_mb = new.store.max_db_mb
+        self._reload_dreams(new)
+        r = self.running
+        old_sources = r.sources
+        r.sources = {k: v for k, v in loaded.sources.items() if k not in restart}
+        r.sources.update({k: old_sources[k] for k in restart if k in old_sources})
+        r.file, r.loaded_at, r.pending_restart = loaded.file, time.time(), restart
+        r.last_reload = ReloadInfo(
+            at=r.loaded_at,
+            ok=not errors,
+            error="; ".join(errors),
+            applied=applied,
+            needs_restart=restart,
+        )
+        if restart:
+            logs.event(log, logging.WARNING, "reload_needs_restart", keys=restart)
+        logs.event(
+            log,
+            logging.INFO if not errors else logging.ERROR,
+            "reload",
+            ok=not errors,
+            file=loaded.file or "none",
+            applied=applied,
+            needs_restart=restart,
+            log_level=self.cfg.daemon.log_level,
+        )
         self.notifier.send("READY=1")
+
+    def _reload_embedder(self, new: Config) -> str:
+        """Switch the embedder (re-embedding in the background); "" or why not."""
+        if self.indexer is None:  # no vector index: nothing embeds
+            self.cfg.embedder = new.embedder
+            return ""
+        try:
+            embedder = make_embedder(new.embedder)
+        except ReverieError as e:
+            logs.event(log, logging.ERROR, "reload_embedder", kept="running", error=e.message)
+            return f"embedder: {e.message}"
+        self.cfg.embedder = new.embedder
+        self.indexer.switch_model(embedder)
+        logs.event(log, logging.INFO, "reload_embedder", model=embedder.model_id, reembed=True)
+        return ""
 
     # -- dreams ---------------------------------------------------------------------
 
@@ -271,12 +355,19 @@ class _Daemon:
         from reverie.phases.schedule import compile_schedules
 
         dreams = self.dreams
-        if dreams is None or dreams.scheduler is None or new.dreams == self.cfg.dreams:
+        if dreams is None or new.dreams == self.cfg.dreams:
             return
-        # config.load() already compiled the new section: a bad cron never gets here.
-        dreams.scheduler.reconfigure(compile_schedules(new.dreams), new.dreams.jitter_s)
+        if dreams.scheduler is not None:
+            # config.load() already compiled the new section: a bad cron never gets here.
+            dreams.scheduler.reconfigure(compile_schedules(new.dreams), new.dreams.jitter_s)
+        # The phases' thresholds ([dreams.light_sleep] ...): fresh phase objects,
+        # built as at start; a run in progress keeps the ones it started with.
+        ix = self.indexer
+        view = ix.view if ix is not None else None
+        fresh = Dreams(self.db, self.cfg.data_path, new.dreams, rem_index=view)
+        dreams.phases = fresh.phases
         dreams.cfg = self.cfg.dreams = new.dreams
-        log.info("reload: dream schedules now follow preset=%s", new.dreams.preset)
+        logs.event(log, logging.INFO, "reload_dreams", preset=new.dreams.preset)
 
     def _healthy(self) -> bool:
         return self.db.writer.alive
@@ -289,16 +380,6 @@ class _Daemon:
                 + (f"; {self.dreaming}" if self.dreaming else "")
             )
             await trio.sleep(STATUS_INTERVAL_S)
-
-
-def _changed_keys(old: Config, new: Config) -> list[str]:
-    out = []
-    for section in ("daemon", "store", "index", "search"):
-        a, b = getattr(old, section), getattr(new, section)
-        for field in a.__struct_fields__:
-            if field != "log_level" and getattr(a, field) != getattr(b, field):
-                out.append(f"{section}.{field}")
-    return out
 
 
 def _unlink_if_ours(path: Path, inode: int) -> None:

@@ -15,12 +15,14 @@ import logging
 import math
 import socket
 from collections.abc import Awaitable, Callable
+from time import perf_counter  # metrics
 
 import msgspec
 import trio
 from reverie import __version__
 from reverie.daemon.config import DaemonConfig
-from reverie.daemon.listen import Peer, peer_credentials
+from reverie.daemon.listen import Access, Peer, peer_credentials
+from reverie.daemon.metrics import METRICS  # metrics
 from reverie.errors import (
     AccessDenied,
     FrameTooLarge,
@@ -57,7 +59,7 @@ _REFUSE_TIMEOUT = 1.0
 
 
 class Server:
-    def __init__(self, cfg: DaemonConfig, handler: Handler, allowed: frozenset[int]) -> None:
+    def __init__(self, cfg: DaemonConfig, handler: Handler, allowed: Access) -> None:
         self.cfg = cfg
         self.handler = handler
         self.allowed = allowed
@@ -113,7 +115,7 @@ class Server:
             except OSError as e:
                 log.warning("cannot read peer credentials, closing: %s", e)
                 return
-            refusal = self._refusal(peer)
+            refusal = self._refusal(peer, stream.socket)  # type: ignore[arg-type]
             if refusal is not None:
                 log.warning(
                     "refused connection peer_uid=%d peer_pid=%d reason=%s",
@@ -132,8 +134,8 @@ class Server:
             finally:
                 self.active -= 1
 
-    def _refusal(self, peer: Peer) -> ReverieError | None:
-        if peer.uid not in self.allowed:
+    def _refusal(self, peer: Peer, sock: socket.socket) -> ReverieError | None:
+        if not self.allowed.admits(peer, sock):
             return AccessDenied(f"uid {peer.uid} is not allowed to use this daemon")
         if self._stopping:
             return ShuttingDown("the daemon is shutting down")
@@ -151,6 +153,7 @@ class Server:
     # -- encoding -----------------------------------------------------------------
 
     def encode_error(self, rid: int, err: ReverieError) -> bytes:
+        METRICS.error(err.code)  # metrics: every error answer passes here
         body = ErrorBody(code=err.code, message=err.message, data=err.data)
         return encode_frame(self._encoder.encode(Response(id=rid, error=body)))
 
@@ -324,14 +327,21 @@ class _Connection:
 
     async def _answer(self, req: Request) -> None:
         self.server.requests += 1
+        METRICS.in_flight += 1  # metrics
+        began, code = perf_counter(), None
         try:
             result = await self.server.handler(req)
             frame = self.server.encode_result(req.id, result)
         except ReverieError as e:
+            code = e.code
             frame = self.server.encode_error(req.id, e)
         except Exception:
             log.exception("request failed method=%s id=%d", type(req).__name__, req.id)
+            code = InternalError.code
             frame = self.server.encode_error(
                 req.id, InternalError("internal error; the daemon logged the details")
             )
+        finally:  # metrics: handling time, before the write (the client's pace)
+            METRICS.in_flight -= 1
+            METRICS.request(type(req), perf_counter() - began, code)
         await self._write(frame)

@@ -3,7 +3,8 @@
 Every command takes --socket and --json. Errors are one line on stderr and a
 non-zero exit code:
 
-    1  the daemon reported an error (storage, internal, ...)
+    1  the daemon reported an error (storage, internal, ...), or access was
+       refused (access_denied: the socket's mode, or SO_PEERCRED)
     2  bad usage or invalid input (including a file that does not parse)
     3  the daemon is not running or cannot be reached
     4  no such memory
@@ -27,7 +28,19 @@ from reverie.errors import (
     TransportError,
     UsageError,
 )
-from reverie.rpc import cli_dreams, cli_episodes, cli_events, cli_hook, cli_sessions
+from reverie.rpc import (
+    cli_backup,  # backup, restore (issue 6)
+    cli_config,  # config (issue 6)
+    cli_doctor,  # doctor (issue 6)
+    cli_dreams,
+    cli_episodes,
+    cli_events,
+    cli_hook,
+    cli_mcp,  # metrics and MCP bridge (issue 6)
+    cli_metrics,  # metrics and MCP bridge (issue 6)
+    cli_sessions,
+    cli_versions,  # memory versions
+)
 from reverie.rpc._cli_base import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
@@ -51,17 +64,19 @@ from reverie.rpc.protocol import DEFAULT_WORKSPACE, Explain, Memory, MemoryRecor
 def cmd_daemon(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from reverie.daemon import config
+    from reverie.daemon.config_sources import Flags, LoadSpec
     from reverie.daemon.main import run
 
-    cfg = config.load(Path(args.config) if args.config else None)
-    if args.data_dir:
-        cfg.daemon.data_dir = args.data_dir
-    if args.socket:
-        cfg.daemon.socket = args.socket
-    if args.log_level:
-        cfg.daemon.log_level = args.log_level
-    return run(cfg, json_logs=args.json)
+    # config (issue 6): the spec (file and flags) is what SIGHUP re-reads, so
+    # the flags keep winning; `reverie config show` loads the same way.
+    spec = LoadSpec(
+        Path(args.config) if args.config else None,
+        Flags(
+            data_dir=args.data_dir or "", socket=args.socket or "", log_level=args.log_level or ""
+        ),
+    )
+    loaded = spec.load_sourced()
+    return run(loaded.config, json_logs=args.json, spec=spec, sourced=loaded)
 
 
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
@@ -79,6 +94,9 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
         f"{mem.get('forgotten', 0)} forgotten in {st.workspaces} workspace(s)"
     )
     print(f"clients    {st.connections} connected")
+    if (mx := st.metrics) is not None:  # metrics (issue 6): details in `reverie metrics`
+        p99 = f", search p99 ~{mx.search_p99_ms:.1f} ms" if mx.search_p99_ms is not None else ""
+        print(f"requests   {mx.requests} answered, {mx.errors} errors{p99}")
     if st.commits:
         print(
             f"writes     {st.writes} in {st.commits} commits "
@@ -223,24 +241,36 @@ def cmd_export(args: argparse.Namespace, client: Client) -> int:
 
 
 def _read_records(path: str) -> list[MemoryRecord]:
-    """Parse and validate the whole file first, so that a bad line imports nothing."""
+    """Parse and validate the whole file first, so that a bad line imports nothing.
+
+    Errors name the line: invalid UTF-8, a line that is not a record, or a uid
+    that an earlier line already used (the store would keep only the first).
+    """
     decoder = msgspec.json.Decoder(MemoryRecord)
     try:
-        stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+        stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from e
     records: list[MemoryRecord] = []
+    first_line: dict[str, int] = {}
     with stream:
-        try:
-            for lineno, line in enumerate(stream, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(decoder.decode(line))
-                except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                    raise UsageError(f"{path}:{lineno}: not a memory record: {e}") from e
-        except UnicodeDecodeError as e:
-            raise UsageError(f"{path}: not UTF-8 text: {e}") from e
+        for lineno, raw in enumerate(stream, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UsageError(f"{path}:{lineno}: not UTF-8 text: {e}") from e
+            if not line.strip():
+                continue
+            try:
+                rec = decoder.decode(line)
+            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                raise UsageError(f"{path}:{lineno}: not a memory record: {e}") from e
+            if rec.uid in first_line:
+                raise UsageError(
+                    f"{path}:{lineno}: uid {rec.uid!r} already used on line {first_line[rec.uid]}"
+                )
+            first_line[rec.uid] = lineno
+            records.append(rec)
     return records
 
 
@@ -264,7 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--config", help="config file (default: $REVERIE_CONFIG or XDG config)")
     p.add_argument("--data-dir", help="data directory (default: $REVERIE_DATA_DIR or XDG state)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="wins over $REVERIE_LOG_LEVEL and [daemon] log_level (default info)",
+    )
     p.set_defaults(run=cmd_daemon, needs_client=False)
 
     p = sub.add_parser("status", help="show the daemon's state: uptime, counts, sizes")
@@ -339,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     cli_sessions.add_commands(sub)
     cli_hook.add_commands(sub)
     cli_dreams.add_commands(sub)
+    cli_config.add_commands(sub)  # config (issue 6): config show, config check
+    cli_versions.add_commands(sub)  # memory versions: update, versions
+    cli_metrics.add_commands(sub)  # metrics (issue 6)
+    cli_mcp.add_commands(sub)  # MCP bridge (issue 6)
+    cli_doctor.add_commands(sub)  # doctor (issue 6)
+    cli_backup.add_commands(sub)  # backup, restore (issue 6)
     return parser
 
 

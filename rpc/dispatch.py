@@ -10,11 +10,17 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path  # doctor (issue 6)
 
 from reverie import __version__
+from reverie.daemon import metrics  # metrics
 from reverie.daemon.config import DreamsConfig, SearchConfig, SessionsConfig
+from reverie.daemon.config_sources import RunningConfig  # config (issue 6)
 from reverie.errors import UnknownMethod
 from reverie.phases.service import Dreams
+from reverie.rpc.proto_backup import Backup, BackupProgress  # backup (issue 6)
+from reverie.rpc.proto_config import ConfigShow  # config (issue 6)
+from reverie.rpc.proto_doctor import Doctor  # doctor (issue 6)
 from reverie.rpc.proto_dreams import DreamsRun, DreamsStatus, DreamsUndo
 from reverie.rpc.proto_episodes import (
     CompleteEpisode,
@@ -25,6 +31,7 @@ from reverie.rpc.proto_episodes import (
     StartEpisode,
 )
 from reverie.rpc.proto_events import Capture, ListEvents, PostEvents
+from reverie.rpc.proto_metrics import Metrics  # metrics
 from reverie.rpc.proto_sessions import (
     Brief,
     Claim,
@@ -41,6 +48,7 @@ from reverie.rpc.proto_sessions import (
     WorldGet,
     WorldSet,
 )
+from reverie.rpc.proto_versions import Update, Versions  # memory versions
 from reverie.rpc.protocol import (
     Export,
     Forget,
@@ -57,7 +65,12 @@ from reverie.rpc.protocol import (
     Status,
     StatusResult,
 )
-from reverie.store import hybrid
+from reverie.store import backup as backup_store  # backup (issue 6)
+from reverie.store import (
+    doctor_checks,  # doctor (issue 6)
+    hybrid,
+    versions,  # memory versions
+)
 from reverie.store.coordination import Coordination
 from reverie.store.database import Database
 from reverie.store.episodes import serve as serve_episode
@@ -84,6 +97,7 @@ class Dispatcher:
         indexer: Indexer | None,
         sessions: SessionsConfig | None = None,
         dreams: Dreams | None = None,
+        running_config: RunningConfig | None = None,  # config (issue 6)
     ) -> None:
         self.db = db
         self.info = info
@@ -92,10 +106,11 @@ class Dispatcher:
         self.coordination = Coordination(db, sessions or SessionsConfig(), search, indexer)
         # dreams: the daemon passes its own (scheduler, data dir, sd_notify status)
         self.dreams = dreams or Dreams(db, None, DreamsConfig(), written=self._written)
+        self.running_config = running_config  # config (issue 6): config_show
 
-    def _written(self) -> None:
+    def _written(self, changes: int = 1) -> None:
         if self.indexer is not None:
-            self.indexer.notify()
+            self.indexer.notify(changes)  # events (issue 4): how many, a burst defers the index
 
     async def handle(self, req: Request) -> Result:
         match req:
@@ -162,12 +177,36 @@ class Dispatcher:
                 return await self.dreams.undo(run_id)
             case DreamsStatus(window_hours=hours):
                 return await self.dreams.status(hours)
+            # -- memory versions (store/versions.py)
+            case Update() as upd:
+                updated = await self.db.writer.run(lambda c: versions.update(c, upd))
+                if updated.changed:
+                    self._written()
+                return updated
+            case Versions(memory_id=mid):
+                return await self.db.read(lambda c: versions.list_versions(c, mid))
+            # -- metrics (daemon/metrics.py)
+            case Metrics():
+                gauges = await metrics.gauges(self.db, self.indexer, self.info.connections)
+                return metrics.METRICS.result(gauges, self.db.writer)
+            # -- config (issue 6): the running config, last reload, pending restart
+            case ConfigShow() if self.running_config is not None:
+                return self.running_config.show()
+            # -- backup, doctor (issue 6: store/backup.py, store/doctor_checks.py)
+            case Backup() | BackupProgress():
+                return await backup_store.serve(self.db, req)
+            case Doctor():
+                return await doctor_checks.serve(
+                    self.db, Path(self.info.data_dir), self.indexer
+                )
             case _:
                 raise UnknownMethod(f"method {type(req).__name__} is not served here")
 
     async def _search(self, req: Search) -> SearchResult:
         cfg, indexer = self.search_cfg, self.indexer
+        began = time.perf_counter()  # metrics
         found = await self.db.read(lambda c: hybrid.run(c, req, cfg=cfg, indexer=indexer))
+        metrics.METRICS.searched(found.mode, time.perf_counter() - began)
         if cfg.record_recalls:
             self.db.record_recalls(req.query, [(h.memory.id, h.score) for h in found.hits])
         return SearchResult(hits=found.hits, mode=found.mode, notes=found.notes)  # type: ignore[arg-type]
@@ -210,4 +249,8 @@ class Dispatcher:
             index=await self._index_status(),
             commits=self.db.writer.commits,
             writes=self.db.writer.jobs,
+            metrics=metrics.METRICS.summary(  # metrics
+                await metrics.gauges(self.db, self.indexer, self.info.connections),
+                self.db.writer,
+            ),
         )

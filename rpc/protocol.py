@@ -35,6 +35,14 @@ from reverie.rpc._base import (
     Workspace,
     _Request,
 )
+from reverie.rpc.proto_backup import (  # backup (issue 6)
+    Backup,
+    BackupProgress,
+    BackupProgressResult,
+    BackupResult,
+)
+from reverie.rpc.proto_config import ConfigShow, ConfigShowResult  # config (issue 6)
+from reverie.rpc.proto_doctor import Doctor, DoctorResult  # doctor (issue 6)
 from reverie.rpc.proto_dreams import (  # dreams
     DreamsRun,
     DreamsRunResult,
@@ -64,6 +72,7 @@ from reverie.rpc.proto_events import (
     PostEvents,
     PostEventsResult,
 )
+from reverie.rpc.proto_metrics import Metrics, MetricsResult, MetricsSummary  # metrics
 from reverie.rpc.proto_sessions import (
     Brief,
     BriefResult,
@@ -90,6 +99,12 @@ from reverie.rpc.proto_sessions import (
     WorldGet,
     WorldSet,
     WorldState,
+)
+from reverie.rpc.proto_versions import (  # memory versions
+    Update,
+    UpdateResult,
+    Versions,
+    VersionsResult,
 )
 
 # Re-exported: clients and tests import these from here.
@@ -223,6 +238,17 @@ Request: TypeAlias = (
     | DreamsRun
     | DreamsUndo
     | DreamsStatus
+    # -- config (rpc/proto_config.py)
+    | ConfigShow
+    # -- metrics (rpc/proto_metrics.py)
+    | Metrics
+    # -- memory versions (rpc/proto_versions.py)
+    | Update
+    | Versions
+    # -- backup, doctor (rpc/proto_backup.py, rpc/proto_doctor.py)
+    | Backup
+    | BackupProgress
+    | Doctor
 )
 
 
@@ -270,6 +296,7 @@ class StatusResult(Struct, kw_only=True):
     # Group commit: transactions committed and the writes they carried.
     commits: int = 0
     writes: int = 0
+    metrics: MetricsSummary | None = None  # metrics: the short form of `metrics`
 
 
 class Memory(Struct, kw_only=True):
@@ -375,6 +402,17 @@ Result: TypeAlias = (
     | DreamsRunResult
     | UndoReport
     | DreamsStatusResult
+    # -- config (rpc/proto_config.py)
+    | ConfigShowResult
+    # -- metrics (rpc/proto_metrics.py)
+    | MetricsResult
+    # -- memory versions (rpc/proto_versions.py)
+    | UpdateResult
+    | VersionsResult
+    # -- backup, doctor (rpc/proto_backup.py, rpc/proto_doctor.py)
+    | BackupResult
+    | BackupProgressResult
+    | DoctorResult
 )
 
 # Which result type each request expects: the client decodes with it.
@@ -418,6 +456,17 @@ RESULT_TYPES: dict[type[_Request], type[Struct]] = {
     DreamsRun: DreamsRunResult,
     DreamsUndo: UndoReport,
     DreamsStatus: DreamsStatusResult,
+    # -- config (rpc/proto_config.py)
+    ConfigShow: ConfigShowResult,
+    # -- metrics (rpc/proto_metrics.py)
+    Metrics: MetricsResult,
+    # -- memory versions (rpc/proto_versions.py)
+    Update: UpdateResult,
+    Versions: VersionsResult,
+    # -- backup, doctor (rpc/proto_backup.py, rpc/proto_doctor.py)
+    Backup: BackupResult,
+    BackupProgress: BackupProgressResult,
+    Doctor: DoctorResult,
 }
 
 METHOD_NAMES: frozenset[str] = frozenset(str(cls.__struct_config__.tag) for cls in RESULT_TYPES)

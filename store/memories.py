@@ -180,6 +180,8 @@ def forget(conn: apsw.Connection, memory_id: int, *, purge: bool, reason: str) -
     sets = "state = 'forgotten', updated_at = ?, metadata = ?, seq = ?"
     if purge:
         sets += ", content = '', tags = '[]'"
+        # memory versions: the snapshots of its earlier text go with it (store/versions.py)
+        conn.execute("DELETE FROM memory_versions WHERE memory_id = ?", (memory_id,))
     conn.execute(
         f"UPDATE memories SET {sets} WHERE id = ?",
         (time.time(), _json.encode(meta).decode(), next_seq(conn), memory_id),

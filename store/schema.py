@@ -261,7 +261,35 @@ CREATE INDEX dream_runs_by_phase ON dream_runs (phase, started_at);
 CREATE INDEX dream_ops_by_run ON dream_ops (run_id, seq);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_EVENTS, _V4_SESSIONS, _V5_EPISODES, _V6_DREAMS)
+# -- memory versions (store/versions.py)
+_V7_VERSIONS = """
+-- Snapshots of a memory taken before each `update` overwrote it
+-- (store/versions.py); deep sleep prunes them past a retention count and age.
+CREATE TABLE memory_versions (
+    memory_id    INTEGER NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+    version      INTEGER NOT NULL,                -- 1, 2, ... per memory
+    content      TEXT    NOT NULL,
+    tags         TEXT    NOT NULL DEFAULT '[]',   -- JSON array
+    importance   REAL    NOT NULL,
+    pinned       INTEGER NOT NULL CHECK (pinned IN (0, 1)),
+    metadata     TEXT    NOT NULL DEFAULT '{}',   -- JSON object
+    content_hash TEXT    NOT NULL,
+    written_at   REAL    NOT NULL,                -- the replaced row's updated_at
+    replaced_at  REAL    NOT NULL,
+    reason       TEXT    NOT NULL DEFAULT '',
+    PRIMARY KEY (memory_id, version)
+) STRICT, WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    _V1,
+    _V2,
+    _V3_EVENTS,
+    _V4_SESSIONS,
+    _V5_EPISODES,
+    _V6_DREAMS,
+    _V7_VERSIONS,  # memory versions
+)
 LATEST = len(MIGRATIONS)
 
 
