@@ -16,7 +16,8 @@ from reverie.rpc._base import _Request
 class Backup(_Request, tag="backup"):
     """Snapshot the database into ``path`` (absolute), through SQLite's backup API."""
 
-    path: Annotated[str, Meta(min_length=2, max_length=4096, pattern=r"^/")]
+    # No NUL: the OS refuses it in a path (it was an internal error, found by fuzzing).
+    path: Annotated[str, Meta(min_length=2, max_length=4096, pattern=r"^/[^\x00]*$")]
     force: bool = False  # replace an existing file
     verify: bool = True  # run PRAGMA quick_check on the copy before publishing it
     index: bool = True  # also copy the saved vector index to ``path.index/`` if it fits

@@ -21,6 +21,7 @@ import math
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from reverie.errors import ReverieError
 from reverie.rpc.client import Client
+from reverie.rpc.proto_events import ListEvents
 from reverie.rpc.protocol import (
     METHOD_NAMES,
     PROTOCOL_VERSION,
@@ -495,6 +497,29 @@ def test_metadata_json_cannot_hold_is_refused(target: Target) -> None:
     target.assert_nothing_stored()
 
 
+def test_event_payloads_json_cannot_hold_are_refused_whole(target: Target) -> None:
+    """Found by tests/test_fuzz.py: an Ext in a payload was an internal error."""
+    good = {"key": "k-good", "harness": "h", "type": "t", "workspace": "w", "payload": {}}
+    payloads = [
+        {"k": msgspec.msgpack.Ext(5, b"zz")},
+        {"k": [1, {"deep": msgspec.msgpack.Ext(1, b"")}]},
+        {"k": {None: 1}},
+    ]
+    bodies = [
+        {
+            "method": "post_events",
+            "id": 31 + i,
+            "events": [good, {**good, "key": "k", "payload": p}],
+        }
+        for i, p in enumerate(payloads)
+    ]
+    replies = target.send(HELLO + b"".join(packed(b) for b in bodies))
+    answers = sorted((r.id, c) for r, c in zip(replies, codes(replies), strict=True))
+    assert answers == [(1, "ok")] + [(31 + i, "invalid_params") for i in range(len(payloads))]
+    with target.daemon.client() as c:
+        assert c.call(ListEvents(limit=10)).events == []  # not even the good one
+
+
 def test_integers_beyond_sqlite_range_are_not_internal_errors(target: Target) -> None:
     record = {
         "uid": "u1",
@@ -728,3 +753,108 @@ def test_fuzz_metadata_is_kept_or_refused(
                 assert c.get(result["id"]).metadata == meta
         assert c.status().memories["total"] == len(stored)
     assert_no_error_logged(daemon.log()[log_offset:])
+
+
+# --- malformed hook payloads, fed to the real hook process ---------------------------------
+
+_BIG = 50 << 20  # 50 MB on stdin
+HOOK_STDIN: dict[str, bytes] = {
+    "not-json": b"{not json at all",
+    "invalid-utf8": b'{"hook_event_name": "Stop", "last_assistant_message": "\xff\xfe\xc0\xaf"}',
+    "lone-surrogate-escape": b'{"hook_event_name": "Stop", "x": "\\udc80"}',
+    "nul-bytes": b'{"hook_event_name": "Stop", "x": "a\\u0000b"}\x00\x00',
+    "json-scalar": b"123456789012345678901234567890",
+    "json-list": b'[{"hook_event_name": "Stop"}]',
+    "wrong-types": b'{"hook_event_name": ["Stop"], "session_id": {"a": 1}, "cwd": 7, '
+    b'"prompt": 5, "tool_input": "x", "transcript_path": false}',
+    "deep-object": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    "deep-in-field": b'{"hook_event_name": "PostToolUse", "tool_response": '
+    + b"[" * 200_000
+    + b"]" * 200_000
+    + b"}",
+    "50mb-string": b'{"hook_event_name": "PostToolUse", "tool_use_id": "t", "tool_response": "'
+    + b"x" * _BIG
+    + b'"}',
+    "50mb-garbage": b"\xff\x00" * (_BIG // 2),
+    "50mb-truncated": b'{"hook_event_name": "PostToolUse", "tool_response": "' + b"y" * _BIG,
+}
+HOOK_ARGS = {"claude-code": ("claude-code",), "generic": ("generic", "--event", "fuzz")}
+
+
+@pytest.mark.parametrize("harness", list(HOOK_ARGS))
+def test_malformed_hook_payloads_exit_0_and_store_whole_events_or_nothing(
+    daemon: Daemon, short_tmp: Path, harness: str
+) -> None:
+    from test_hook import Hooks, events
+
+    hooks = Hooks(short_tmp, daemon.socket)
+    for name, data in HOOK_STDIN.items():
+        before = len(events(daemon))
+        hooks.run(data, *HOOK_ARGS[harness], timeout=180)  # exit 0, stderr empty, stdout valid
+        stored = events(daemon)
+        assert len(stored) - before in (0, 1), name  # one event at most, never part of one
+        if len(stored) > before:
+            newest = max(stored, key=lambda e: e.id)
+            assert len(msgspec.json.encode(newest.payload)) < 2 << 20, name  # trimmed
+    assert hooks.spooled() == [], hooks.log_text()
+    assert "Traceback" not in hooks.log_text()
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+# --- malformed import files: a clear error naming the line, nothing stored -------------------
+
+
+def _import(d: Daemon, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reverie", "import", str(path), "--socket", str(d.socket)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=d.environ(),
+    )
+
+
+def _record(uid: str, **changes: Any) -> bytes:
+    return msgspec.json.encode({**RECORD, "uid": uid, **changes}) + b"\n"
+
+
+IMPORT_FILES: dict[str, tuple[bytes, str]] = {
+    "truncated-last-line": (_record("a") + _record("b")[:40], ":2:"),
+    "wrong-type": (_record("a") + _record("b", importance="high"), ":2:"),
+    "wrong-shape": (_record("a") + b"[1, 2, 3]\n", ":2:"),
+    "unknown-field": (_record("a") + _record("b", bogus=1), ":2:"),
+    "duplicate-uid": (_record("a") + _record("b") + _record("a", content="again"), ":3:"),
+    "giant-content": (_record("a") + _record("b", content="z" * 1_000_001), ":2:"),
+    "invalid-utf8": (_record("a") + _record("b") + b'{"uid": "\xff\xfe"}\n', ":3:"),
+    "nul-in-json": (_record("a") + b"\x00\n", ":2:"),
+    "deep-nesting": (_record("a") + b"[" * 100_000 + b"]" * 100_000 + b"\n", ":2:"),
+}
+
+
+@pytest.mark.parametrize("name", list(IMPORT_FILES))
+def test_malformed_import_files_name_the_line_and_import_nothing(
+    daemon: Daemon, short_tmp: Path, name: str
+) -> None:
+    data, where = IMPORT_FILES[name]
+    path = short_tmp / "bad.jsonl"
+    path.write_bytes(data)
+    out = _import(daemon, path)
+    assert out.returncode == 2, out
+    assert f"bad.jsonl{where}" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    with daemon.client() as c:
+        assert c.status().memories["total"] == 0
+
+
+def test_an_import_batch_over_the_frame_cap_is_refused_whole(
+    daemon: Daemon, short_tmp: Path
+) -> None:
+    """Twenty valid 900 kB records make one 18 MB request: refused, nothing stored."""
+    path = short_tmp / "big.jsonl"
+    path.write_bytes(b"".join(_record(f"u{i}", content="w" * 900_000) for i in range(20)))
+    out = _import(daemon, path)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out
+    assert "frame" in out.stderr.lower(), out.stderr
+    with daemon.client() as c:
+        assert c.status().memories["total"] == 0
+    assert daemon.proc is not None and daemon.proc.poll() is None
