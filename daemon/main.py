@@ -172,6 +172,10 @@ class _Daemon:
                 nursery.start_soon(drainer.run)
                 await nursery.start(self._dream_scheduler)
                 await self.stop_requested.wait()
+                if self.dreams is not None:
+                    # A phase planning in a worker thread stops at its next check
+                    # (phases/cancel.py), not after the grace period.
+                    self.dreams.shutdown()
                 if self.indexer is not None:
                     self.indexer.stop()
                 await self._drain(server)

@@ -60,6 +60,7 @@ from typing import Any, cast
 
 import apsw
 from reverie.errors import LockLost
+from reverie.phases.cancel import NEVER, Cancel
 from reverie.phases.light import ACTIVE_ROWS, DAY, SCORE_KEY, LightConfig, score, stale_days
 from reverie.phases.ops import Op, SetTier, Tier
 from reverie.phases.runner import Check, Plan, Transact
@@ -108,23 +109,26 @@ class DeepSleep:
         days = self.cfg.purge_forgotten_after_days
         return now - days * DAY if days > 0 else None
 
-    def plan(self, conn: apsw.Connection, now: float) -> Plan:
+    def plan(self, conn: apsw.Connection, now: float, cancel: Cancel = NEVER) -> Plan:
         ops: list[Op] = []
         items = 0
         for mid, tier, meta_text, *row in conn.execute(ACTIVE_ROWS):
             items += 1
+            cancel.every(items)
             meta = json.loads(meta_text) if "pinned" in meta_text or SCORE_KEY in meta_text else {}
             to = self._verdict(now, cast(Tier, tier), tuple(row), meta)
             if to != tier:
                 ops.append(SetTier(memory_id=mid, from_tier=tier, to_tier=to))
         promote = sum(1 for op in ops if isinstance(op, SetTier) and op.to_tier == "long")
         moves = len(ops)
+        cancel.check()
         prune = versions.prunable(
             conn, now, keep=self.cfg.versions_keep, retention_days=self.cfg.versions_retention_days
         )
         ops += prune
         snapshots, versioned = versions.totals(conn)
         pruned = sum(len(op.versions) for op in prune)
+        cancel.check()
         cutoff = self.purge_cutoff(now)
         purgeable = (
             int(conn.execute(f"SELECT count(*) {_PURGEABLE}", (cutoff,)).get)
@@ -178,6 +182,9 @@ class DeepSleep:
             if self.cfg.maintenance:
 
                 def optimize(conn: apsw.Connection) -> None:
+                    # Seconds at 100k: not started once the run is stopping.
+                    if not check(conn):
+                        raise LockLost("deep-sleep: lost the phase lock before the optimize")
                     conn.execute("INSERT INTO memories_fts(memories_fts) VALUES('optimize')")
                     conn.execute("PRAGMA optimize")
 

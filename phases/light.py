@@ -52,6 +52,7 @@ import math
 from typing import Any
 
 import apsw
+from reverie.phases.cancel import NEVER, Cancel
 from reverie.phases.ops import CreateSummary, Op, SetMeta
 from reverie.phases.runner import Plan
 from reverie.phases.session_summary import Observation, summarize
@@ -126,11 +127,12 @@ class LightSleep:
     def __init__(self, cfg: LightConfig | None = None) -> None:
         self.cfg = cfg or LightConfig()
 
-    def plan(self, conn: apsw.Connection, now: float) -> Plan:
+    def plan(self, conn: apsw.Connection, now: float, cancel: Cancel = NEVER) -> Plan:
         ops: list[Op] = []
         items = 0
         for mid, tier, meta_text, *row in conn.execute(ACTIVE_ROWS):
             items += 1
+            cancel.every(items)
             meta = json.loads(meta_text)
             s = score(self.cfg, now, tuple(row))
             cand, reason = _candidate(self.cfg, now, s, tier, tuple(row), meta)
@@ -145,7 +147,8 @@ class LightSleep:
             value = {"score": round(s, 4), "candidate": cand, "reason": reason}
             ops.append(SetMeta(memory_id=mid, key=SCORE_KEY, value=value))
         scored = len(ops)
-        summaries = self._summaries(conn, now)
+        cancel.check()
+        summaries = self._summaries(conn, now, cancel)
         ops += summaries
         sources = sum(len(op.sources) for op in summaries)
         notes = (
@@ -154,10 +157,12 @@ class LightSleep:
         )
         return Plan(phase=self.name, ops=ops, items=items, notes=notes)
 
-    def _summaries(self, conn: apsw.Connection, now: float) -> list[CreateSummary]:
+    def _summaries(
+        self, conn: apsw.Connection, now: float, cancel: Cancel = NEVER
+    ) -> list[CreateSummary]:
         cfg = self.cfg
         groups: dict[tuple[str, str], list[tuple[Observation, str]]] = {}
-        for mid, ws, content, tags, observed, sid, event, harness in conn.execute(
+        rows = conn.execute(
             "SELECT id, workspace, content, tags, observed_at, "
             "json_extract(metadata, '$.session_id'), json_extract(metadata, '$.event'), "
             "json_extract(metadata, '$.harness') FROM memories "
@@ -166,13 +171,16 @@ class LightSleep:
             "AND json_extract(metadata, '$.summarized_by') IS NULL "
             "ORDER BY workspace, json_extract(metadata, '$.session_id'), observed_at, id",
             (now - cfg.session_lookback_days * DAY,),
-        ):
+        )
+        for n, (mid, ws, content, tags, observed, sid, event, harness) in enumerate(rows, 1):
+            cancel.every(n)
             seen = Observation(mid, content, str(event or ""), json.loads(tags), observed)
             groups.setdefault((ws, str(sid)), []).append((seen, str(harness or "")))
         out: list[CreateSummary] = []
         for (ws, sid), items in sorted(groups.items()):
             if len(out) >= cfg.max_sessions:
                 break
+            cancel.check()  # cheap next to a summary
             obs = [o for o, _ in items]
             ended = any(o.event == "SessionEnd" for o in obs)
             if not ended and now - obs[-1].observed_at < cfg.session_idle_s:

@@ -75,6 +75,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 from reverie.phases import rem_clusters
+from reverie.phases.cancel import NEVER, ROWS, Cancel
 from reverie.phases.ops import Op
 from reverie.phases.ops_rem import MergeDuplicates, SummarizeCluster, Supersede, WriteDigest
 from reverie.phases.rem_pairs import RowVectors, candidate_pairs, uses_index
@@ -234,7 +235,8 @@ class Rem:
         self.cfg = cfg or RemConfig()
         self.index = index  # the daemon's HNSW index; None: exact comparison only
 
-    def plan(self, conn: apsw.Connection, now: float) -> Plan:
+    def plan(self, conn: apsw.Connection, now: float, cancel: Cancel = NEVER) -> Plan:
+        """The plan; `cancel` is checked between blocks and batches (phases/cancel.py)."""
         cfg = self.cfg
         model = _model(conn)
         embedder = embedder_for_model(model) if model else LexicalEmbedder()
@@ -273,8 +275,12 @@ class Rem:
             (model, *args),
         ).fetchall()
         items_total = len(rows) if total is None else int(total)
+        cancel.check()
         by_ws: dict[str, list[tuple[_Mem, bool]]] = {}
-        for mid, ws, kind, content, observed, rcount, pinned, updated, seq, has in rows:
+        for n, (mid, ws, kind, content, observed, rcount, pinned, updated, seq, has) in enumerate(
+            rows, 1
+        ):
+            cancel.every(n)
             mem = _Mem(
                 int(mid),
                 str(kind),
@@ -291,6 +297,7 @@ class Rem:
         spaces: list[_Space] = []
         skipped = via_index = read = 0
         for ws, items in by_ws.items():
+            cancel.check()
             if not any(m.dirty for m, _ in items):
                 continue
             missing = sum(not has for _, has in items)
@@ -302,25 +309,26 @@ class Rem:
             ws_mems = [m for m, _ in items]
             mems.update((m.id, m) for m in ws_mems)
             view = self.index(model, ws) if self.index is not None and model else None
-            vecs = RowVectors(len(ws_mems), _fetcher(conn, model, embedder, ws_mems))
+            vecs = RowVectors(len(ws_mems), _fetcher(conn, model, embedder, ws_mems, cancel))
             n_dirty = sum(m.dirty for m in ws_mems)
             if view is None or not uses_index(len(ws_mems), n_dirty, cfg.index_min_cells):
                 vecs = RowVectors.dense(vecs.all())  # the exact path compares every row
             read += vecs.loaded
-            found, used = _pairs(ws_mems, vecs, cfg, cfg.max_pairs - len(pairs), view)
+            found, used = _pairs(ws_mems, vecs, cfg, cfg.max_pairs - len(pairs), view, cancel)
             spaces.append(_Space(ws, ws_mems, vecs, view, found))
             pairs += found
             via_index += used
             if len(pairs) >= cfg.max_pairs:
                 break
-        ops, dups, sups = self._ops(mems, pairs)
+        cancel.check()
+        ops, dups, sups = self._ops(mems, pairs, cancel)
         notes = (
             f"compared {sum(m.dirty for m in mems.values())} changed of {items_total} active "
             f"memories ({model}); {len(pairs)} candidate pairs; "
             f"merged {dups} duplicates, superseded {sups} outdated facts"
         )
         if cfg.cluster_summaries:
-            summaries, note = self._summaries(conn, spaces, ops, since is None)
+            summaries, note = self._summaries(conn, spaces, ops, since is None, cancel)
             ops += summaries
             notes += f"; {note}"
         if via_index:
@@ -336,7 +344,12 @@ class Rem:
         return Plan(phase=self.name, ops=ops, items=items_total, notes=notes)
 
     def _summaries(
-        self, conn: apsw.Connection, spaces: list[_Space], ops: list[Op], full: bool
+        self,
+        conn: apsw.Connection,
+        spaces: list[_Space],
+        ops: list[Op],
+        full: bool,
+        cancel: Cancel = NEVER,
     ) -> tuple[list[Op], str]:
         """Cluster summary ops per workspace (rem_clusters.py), and a note."""
         cfg = self.cfg
@@ -357,7 +370,8 @@ class Rem:
         out: list[Op] = []
         big = 0
         for space in spaces:
-            comps, n_big = self._components(space, surv, full)
+            cancel.check()
+            comps, n_big = self._components(space, surv, full, cancel)
             big += n_big
             ids = {i for comp in comps for i in comp}
             members = {
@@ -376,7 +390,7 @@ class Rem:
         return out[: cfg.max_summaries], note
 
     def _components(
-        self, space: _Space, surv: Callable[[int], int], full: bool
+        self, space: _Space, surv: Callable[[int], int], full: bool, cancel: Cancel = NEVER
     ) -> tuple[list[list[int]], int]:
         """The closed clusters (survivor ids) reached from a workspace's changed memories."""
         cfg = self.cfg
@@ -402,7 +416,7 @@ class Rem:
         def expand(ids: list[int]) -> list[tuple[int, int]]:
             mask = np.zeros(len(space.mems), dtype=bool)
             mask[[row_of[i] for i in ids if i in row_of]] = True
-            found, _ = _pairs(space.mems, space.vecs, cfg, cfg.max_pairs, space.view, mask)
+            found, _ = _pairs(space.mems, space.vecs, cfg, cfg.max_pairs, space.view, cancel, mask)
             return related(found)
 
         done = None if full else {m.id for m in space.mems if m.dirty}
@@ -422,14 +436,16 @@ class Rem:
                 out[int(mid)] = rem_clusters.Member(int(mid), str(kind), str(content), observed)
         return out
 
-    def refine(self, plan: Plan, texts: dict[int, rem_clusters.Member]) -> Plan:
+    def refine(
+        self, plan: Plan, texts: dict[int, rem_clusters.Member], cancel: Cancel = NEVER
+    ) -> Plan:
         """A non-dry run's plan with the LLM's cluster summaries (no-op without [dreams.rem.llm]).
 
         Blocking HTTP: call it in a worker thread, outside any transaction.
         """
         if not self.cfg.llm.url:
             return plan
-        ops, note = rem_clusters.refine(list(plan.ops), texts, self.cfg)
+        ops, note = rem_clusters.refine(list(plan.ops), texts, self.cfg, cancel=cancel)
         notes = plan.notes
         dry = rem_clusters.dry_run_note(plan.ops, self.cfg)
         if dry:
@@ -439,14 +455,15 @@ class Rem:
         return Plan(phase=plan.phase, ops=ops, items=plan.items, notes=notes)
 
     def _ops(
-        self, mems: dict[int, _Mem], pairs: list[tuple[int, int, float]]
+        self, mems: dict[int, _Mem], pairs: list[tuple[int, int, float]], cancel: Cancel = NEVER
     ) -> tuple[list[Op], int, int]:
         cfg = self.cfg
         dup = _Find()
         dup_members: set[int] = set()
         sup_edges: list[tuple[int, int, Features, Features]] = []
         cosine: dict[tuple[int, int], float] = {}
-        for a, b, cos in pairs:
+        for n, (a, b, cos) in enumerate(pairs, 1):
+            cancel.every(n)  # up to max_pairs lexical checks
             ma, mb = mems[a], mems[b]
             fa, fb = features(ma.content), features(mb.content)
             verdict = classify(fa, fb, cos, ma.kind == mb.kind, cfg)
@@ -499,14 +516,20 @@ def _keep_key(m: _Mem) -> tuple[Any, ...]:
 
 
 def _fetcher(
-    conn: apsw.Connection, model: str | None, embedder: Any, mems: list[_Mem]
+    conn: apsw.Connection,
+    model: str | None,
+    embedder: Any,
+    mems: list[_Mem],
+    cancel: Cancel = NEVER,
 ) -> Callable[[Ids], Floats]:
-    """Rows -> their current stored vectors; a row without one is embedded here."""
+    """Rows -> their current stored vectors; a row without one is embedded here
+    (in batches, `cancel` checked between them: a local model takes ms a text)."""
 
     def fetch(rows: Ids) -> Floats:
         want = [mems[r].id for r in rows.tolist()]
         blobs: dict[int, bytes] = {}
         for i in range(0, len(want), 50_000):
+            cancel.check()
             chunk = _json.encode(want[i : i + 50_000]).decode()
             for mid, blob in conn.execute(
                 "SELECT m.id, e.vector FROM memories m JOIN embeddings e "
@@ -516,7 +539,7 @@ def _fetcher(
             ):
                 blobs[int(mid)] = blob
         missing = [i for i, mid in enumerate(want) if mid not in blobs]
-        fresh = embedder.embed([mems[rows[i]].content for i in missing]) if missing else None
+        fresh = _embed(embedder, [mems[rows[i]].content for i in missing], cancel)
         dim = fresh.shape[1] if fresh is not None else len(next(iter(blobs.values()))) // 4
         out = np.empty((len(want), dim), dtype=np.float32)
         for i, mid in enumerate(want):
@@ -530,12 +553,24 @@ def _fetcher(
     return fetch
 
 
+def _embed(embedder: Any, texts: list[str], cancel: Cancel) -> Floats | None:
+    """`embedder.embed(texts)` in batches of ROWS between cancel checks (None: no texts)."""
+    if not texts:
+        return None
+    parts = []
+    for i in range(0, len(texts), ROWS):
+        cancel.check()
+        parts.append(np.asarray(embedder.embed(texts[i : i + ROWS]), dtype=np.float32))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def _pairs(
     mems: list[_Mem],
     vecs: RowVectors,
     cfg: RemConfig,
     budget: int,
     view: IndexView | None,
+    cancel: Cancel = NEVER,
     dirty: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[list[tuple[int, int, float]], bool]:
     """(id, id, cosine) of every pair above the lower threshold with a changed member.
@@ -555,6 +590,7 @@ def _pairs(
         index_k=cfg.index_k,
         index_min_cells=cfg.index_min_cells,
         view=view,
+        cancel=cancel,
     )
     return [(mems[a].id, mems[b].id, cos) for a, b, cos in found[:budget]], used
 

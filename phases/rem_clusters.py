@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from reverie.phases.cancel import NEVER, Cancel
 from reverie.phases.llm import Budget as Budget
 from reverie.phases.llm import ChatClient, LlmError
 from reverie.phases.ops_rem import SummarizeCluster
@@ -204,10 +205,18 @@ def summary_text(mems: list[Member], budget: int) -> str:
 
 
 def refine(
-    ops: list[Any], texts: dict[int, Member], cfg: RemConfig, client: ChatClient | None = None
+    ops: list[Any],
+    texts: dict[int, Member],
+    cfg: RemConfig,
+    client: ChatClient | None = None,
+    *,
+    cancel: Cancel = NEVER,
 ) -> tuple[list[Any], str]:
     """The ops with each cluster summary's text written by the model where it
-    could be, and a note for the run (what was written, what fell back, why)."""
+    could be, and a note for the run (what was written, what fell back, why).
+
+    `cancel` is checked before each call: a shutdown stops the step (with
+    `Cancelled`) after the call in flight, which its timeout bounds."""
     llm = cfg.llm
     summaries = [op for op in ops if isinstance(op, SummarizeCluster)]
     if not llm.url or not summaries:
@@ -229,6 +238,7 @@ def refine(
         user = "Memories, oldest first:\n" + "\n".join(
             f"- [{m.kind}, {_utc(m.observed_at)}] {_clip(redact(m.content), 2000)}" for m in mems
         )
+        cancel.check()
         try:
             text = _clip_text(redact(client.complete(system, user, budget)), cfg)
         except LlmError as e:

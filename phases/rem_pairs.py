@@ -34,15 +34,18 @@ incremental run no longer reads the whole workspace's vectors.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import numpy.typing as npt
+from reverie.phases.cancel import NEVER, Cancel
+from reverie.store.index_search import Neighbours
 from reverie.store.indexer import IndexView
 
 Floats = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int64]
 Pair = tuple[int, int, float]
+QUERY_BATCH = 256  # index queries per search call: a cancel check between two (~0.1 s)
 
 
 class RowVectors:
@@ -102,6 +105,7 @@ def candidate_pairs(
     index_k: int,
     index_min_cells: int,
     view: IndexView | None,
+    cancel: Cancel = NEVER,
 ) -> tuple[list[Pair], bool]:
     """The pairs (rows into `ids`) above `floor` with a dirty member, and whether
     the index was used.
@@ -120,16 +124,18 @@ def candidate_pairs(
     slack = floor - 1e-5
     if use_index and view is not None:
         fresh = seqs <= view.seq
-        _index_pairs(np.flatnonzero(dirty & fresh), vecs, ids, view, index_k, floor, found)
+        _index_pairs(np.flatnonzero(dirty & fresh), vecs, ids, view, index_k, floor, found, cancel)
         # Rows the index may lack or hold stale: their indexed neighbours by a
         # query of their own, and each other exactly.
         lag = np.flatnonzero(~fresh)
-        _index_pairs(lag, vecs, ids, view, index_k, floor, found)
+        _index_pairs(lag, vecs, ids, view, index_k, floor, found, cancel)
         among: set[tuple[int, int]] = set()
-        _exact_pairs(np.arange(len(lag)), vecs.rows(lag), dirty[lag], slack, block_cells, among)
+        _exact_pairs(
+            np.arange(len(lag)), vecs.rows(lag), dirty[lag], slack, block_cells, among, cancel
+        )
         found |= {(int(lag[a]), int(lag[b])) for a, b in among}
     else:
-        _exact_pairs(np.flatnonzero(dirty), vecs.all(), dirty, slack, block_cells, found)
+        _exact_pairs(np.flatnonzero(dirty), vecs.all(), dirty, slack, block_cells, found, cancel)
     keys = sorted({_oriented(a, b, dirty) for a, b in found if dirty[a] or dirty[b]})
     if not keys:
         return [], use_index
@@ -162,8 +168,12 @@ def _exact_pairs(
     floor: float,
     block_cells: int,
     found: set[tuple[int, int]],
+    cancel: Cancel = NEVER,
 ) -> None:
-    """Pairs of `rows` with every memory (one of them dirty), each computed once."""
+    """Pairs of `rows` with every memory (one of them dirty), each computed once.
+
+    `cancel` is checked before every block (a block is `block_cells` cells).
+    """
     n = len(vecs)
     if len(rows) == 0:
         return
@@ -174,6 +184,7 @@ def _exact_pairs(
         # permuted copy below (the whole matrix) would cost more than the
         # pairs it saves; a pair of two rows is found twice and kept once.
         for start in range(0, len(rows), block):
+            cancel.check()
             part = rows[start : start + block]
             sims = vecs[part] @ vecs.T
             sims[np.arange(len(part)), part] = -1.0  # each row's self-pair
@@ -189,6 +200,7 @@ def _exact_pairs(
     perm = np.concatenate([rows, np.flatnonzero(~is_row)])
     permuted = vecs[perm]
     for start in range(0, len(rows), block):
+        cancel.check()
         sims = permuted[start : start + block] @ permuted[start:].T
         local = np.arange(len(sims))
         sims[local, local] = -1.0  # each row's self-pair
@@ -213,14 +225,18 @@ def _index_pairs(
     k: int,
     floor: float,
     found: set[tuple[int, int]],
+    cancel: Cancel = NEVER,
 ) -> None:
-    """Pairs of `rows` with their HNSW neighbours in this workspace's candidates."""
+    """Pairs of `rows` with their HNSW neighbours in this workspace's candidates.
+
+    Queried `QUERY_BATCH` rows at a time, `cancel` checked before each batch.
+    """
     n = len(ids)
     todo = rows
     while len(todo):
         kk = min(k, n)
         again: list[int] = []
-        for r, nb in zip(todo.tolist(), view.search(vecs.rows(todo), kk), strict=True):
+        for r, nb in _search(todo, vecs, view, kk, cancel):
             cols = np.searchsorted(ids, nb.ids).clip(0, n - 1)
             # Neighbours clearly below the floor are dropped here, so their
             # vectors are never read (the index's cosine can differ from the
@@ -233,3 +249,13 @@ def _index_pairs(
                 again.append(r)  # all k above the floor: more may be
         todo = np.array(again, dtype=np.int64)
         k *= 4
+
+
+def _search(
+    todo: Ids, vecs: RowVectors, view: IndexView, k: int, cancel: Cancel
+) -> Iterator[tuple[int, Neighbours]]:
+    """(row, its k neighbours) for every row of `todo`, in batches between cancel checks."""
+    for start in range(0, len(todo), QUERY_BATCH):
+        cancel.check()
+        part = todo[start : start + QUERY_BATCH]
+        yield from zip(part.tolist(), view.search(vecs.rows(part), k), strict=True)

@@ -30,6 +30,7 @@ from reverie.errors import (
     ReverieError,
 )
 from reverie.phases import ledger
+from reverie.phases.cancel import Cancel
 from reverie.phases.ops import Op, apply_op
 from reverie.rpc.proto_dreams import RunReport as RunReport  # defined with the protocol
 
@@ -61,7 +62,9 @@ class Plan(msgspec.Struct, kw_only=True):
 class Phase(Protocol):
     name: str
 
-    def plan(self, conn: apsw.Connection, now: float) -> Plan: ...
+    # `cancel` (phases/cancel.py) is checked between units of work: a shutdown
+    # stops a long plan at the next check, with `Cancelled`.
+    def plan(self, conn: apsw.Connection, now: float, cancel: Cancel = ...) -> Plan: ...
 
 
 def transact_on(conn: apsw.Connection) -> Transact:

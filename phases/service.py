@@ -17,19 +17,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import apsw
 import msgspec
 import trio
 from reverie.daemon.config import DreamsConfig
 from reverie.daemon.metrics import METRICS  # metrics
-from reverie.errors import Conflict, InvalidParams
+from reverie.errors import Conflict, InvalidParams, ShuttingDown
 from reverie.phases import ledger, locks
+from reverie.phases.cancel import Cancel, Cancelled
 from reverie.phases.deep import Checkpoint, DeepSleep, checkpoint_on  # deep sleep
 from reverie.phases.light import SCORE_KEY, LightConfig, LightSleep
 from reverie.phases.names import PHASES, normalize_phase
@@ -54,17 +54,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("reverie.phases.service")
 LOCK_NAME = "dreams"
 STUCK_RUNS = 3  # this many runs in a row without progress make a warning
+T = TypeVar("T")
 
 
 def _noop(*_args: object) -> None:
     pass
-
-
-async def _set_on_cancel(stop: threading.Event) -> None:
-    try:
-        await trio.sleep_forever()
-    finally:
-        stop.set()
 
 
 def wire_plan(plan: Plan) -> DreamPlan:
@@ -111,6 +105,91 @@ class Dreams:
         self.scheduler: Scheduler | None = None
         self._running: set[str] = set()
         self._unbuilt_logged: set[str] = set()
+        # Set when the daemon begins to stop: every run's Cancel follows it.
+        self._stopping = trio.Event()
+
+    # -- cancellation (phases/cancel.py) -------------------------------------------
+
+    def shutdown(self) -> None:
+        """The daemon is stopping: plans in progress stop at their next check (a
+        few ms to ~0.1 s), an apply after its current batch; new runs are refused.
+        Call from the trio thread."""
+        self._stopping.set()
+
+    async def _watched(
+        self, work: Callable[[], Awaitable[T]], cancel: Cancel, *, abandon: bool = False
+    ) -> T:
+        """`await work()` (a worker thread's job) with `cancel` set on shutdown, or
+        when this task is cancelled (the grace period over).
+
+        Without `abandon` the thread is waited for: it holds a reader (or the
+        writer) connection, which must be back before the database closes, and
+        it stops at its next check. With `abandon` (the LLM step: HTTP only,
+        no connection) a shutdown stops waiting for it at once.
+        """
+        result: list[T] = []
+        # The work's own exception is carried out of the nursery by hand (as in
+        # locks.hold): raised inside it, it would come out in an ExceptionGroup.
+        error: Exception | None = None
+        done = False
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as scope:
+
+                async def watch() -> None:
+                    try:
+                        await self._stopping.wait()
+                    finally:
+                        if not done:  # (done: the watcher is merely cancelled)
+                            cancel.set(
+                                "interrupted by shutdown"
+                                if self._stopping.is_set()
+                                else "interrupted (cancelled)"
+                            )
+                    if abandon:
+                        scope.cancel()
+
+                nursery.start_soon(watch)
+                try:
+                    result.append(await work())
+                except Exception as e:
+                    error = e
+                finally:
+                    done = True
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        if not result:  # abandoned
+            raise Cancelled(cancel.reason)
+        return result[0]
+
+    async def _record_interrupted(
+        self, name: str, trigger: ledger.Trigger, started: float, why: str
+    ) -> None:
+        """A failed ledger row (and JSON line) for a run stopped before applying anything."""
+
+        def write(conn: apsw.Connection) -> ledger.RunRecord:
+            run_id = ledger.start_run(conn, name, trigger, started)
+            done = self.clock()
+            return ledger.finish_run(
+                conn,
+                run_id,
+                status="failed",
+                completed_at=done,
+                duration_ms=max(0, int((done - started) * 1000)),
+                items_processed=0,
+                counts={},
+                notes=f"{why} while planning: nothing applied",
+                errors=[why],
+            )
+
+        with trio.CancelScope(shield=True):  # the grace period may be over: still recorded
+            record = await self.db.writer.run(write, single=True)
+        ledger.append_line(self.data_dir, ledger.entry(record))
+        log.warning("dream_run run_id=%d phase=%s status=failed why=%r", record.id, name, why)
+
+    def _refuse_if_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise ShuttingDown("the daemon is stopping: no new dream run")
 
     def phase(self, name: str) -> tuple[str, Phase]:
         """The canonical name and implementation; InvalidParams for unknown or unbuilt phases."""
@@ -130,9 +209,13 @@ class Dreams:
         self, phase: str, *, trigger: ledger.Trigger = "manual", dry_run: bool = False
     ) -> DreamsRunResult:
         name, impl = self.phase(phase)
+        self._refuse_if_stopping()
+        cancel = Cancel()
         if dry_run:
             now = self.clock()
-            plan = await self.db.read(lambda c: impl.plan(c, now))
+            plan = await self._watched(
+                lambda: self.db.read(lambda c: impl.plan(c, now, cancel)), cancel
+            )
             return DreamsRunResult(plan=wire_plan(plan))
         if self._running:
             # This daemon's own run: say which (the lock would say only "held").
@@ -147,18 +230,29 @@ class Dreams:
             ) as held:
                 await self.db.writer.run(_close_orphans, single=True)
                 self.on_status(f"dreaming: {name} planning")
+                log.info("dream_planning phase=%s trigger=%s", name, trigger)
                 now = self.clock()
-                plan = await self.db.read(lambda c: impl.plan(c, now))
-                if isinstance(impl, Rem) and impl.cfg.llm.url:  # REM: the LLM's summaries
-                    texts = await self.db.read(lambda c: impl.summary_inputs(c, plan))
-                    self.on_status(f"dreaming: {name} writing summaries")
-                    # Only HTTP calls (nothing written): a shutdown need not wait for them.
-                    plan = await trio.to_thread.run_sync(
-                        impl.refine, plan, texts, abandon_on_cancel=True
+                try:
+                    plan = await self._watched(
+                        lambda: self.db.read(lambda c: impl.plan(c, now, cancel)), cancel
                     )
+                    if isinstance(impl, Rem) and impl.cfg.llm.url:  # REM: the LLM's summaries
+                        texts = await self.db.read(lambda c: impl.summary_inputs(c, plan))
+                        self.on_status(f"dreaming: {name} writing summaries")
+                        # Only HTTP calls (nothing written): a shutdown need not wait for them.
+                        plan = await self._watched(
+                            lambda: trio.to_thread.run_sync(
+                                impl.refine, plan, texts, cancel, abandon_on_cancel=True
+                            ),
+                            cancel,
+                            abandon=True,
+                        )
+                except Cancelled as e:
+                    # Nothing was written: the ledger says the run was cut short.
+                    await self._record_interrupted(name, trigger, now, e.message)
+                    raise
                 self.on_status(f"dreaming: {name} applying {len(plan.ops)} ops")
                 clock, writer, data_dir = self.clock, self.db.writer, self.data_dir
-                stop = threading.Event()
                 after = (  # deep sleep: checkpoint on a connection of its own
                     impl.maintenance(now, _checkpointer(self.db.path))
                     if isinstance(impl, DeepSleep)
@@ -166,9 +260,10 @@ class Dreams:
                 )
 
                 def check(conn: apsw.Connection) -> bool:
-                    # Fencing, and a stop on cancel (daemon shutdown, lease lost):
+                    # Fencing, and a stop on shutdown (Cancelled, a ReverieError):
                     # the batch in flight rolls back and the run ends as failed.
-                    return not stop.is_set() and held.check(conn, clock())
+                    cancel.check()
+                    return held.check(conn, clock())
 
                 def apply() -> RunReport:
                     return apply_plan(
@@ -181,10 +276,7 @@ class Dreams:
                         after=after,  # deep sleep: purge and maintenance after the ops
                     )
 
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_set_on_cancel, stop)
-                    report = await trio.to_thread.run_sync(apply)
-                    nursery.cancel_scope.cancel()
+                report = await self._watched(lambda: trio.to_thread.run_sync(apply), cancel)
                 if report.counts:
                     self.written()  # the vector indexer follows new and changed memories
         finally:
