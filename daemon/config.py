@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 from reverie.errors import ConfigError
-from reverie.phases.settings import DeepConfig, LightConfig, RemConfig  # dreams
+from reverie.phases.settings import DeepConfig, LightConfig, RemConfig, repr_hiding_key  # dreams
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 EmbedderName = Literal["lexical", "minilm", "http"]
@@ -75,12 +75,7 @@ class EmbedderConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defa
     backoff_s: Annotated[float, Meta(ge=0, le=60)] = 0.5
 
     def __repr__(self) -> str:
-        # The key must never reach a log line or a traceback through repr().
-        fields = msgspec.structs.asdict(self)
-        if fields["api_key"]:
-            fields["api_key"] = "***"
-        inner = ", ".join(f"{k}={v!r}" for k, v in fields.items())
-        return f"EmbedderConfig({inner})"
+        return repr_hiding_key(self)  # the key must never reach a log line or a traceback
 
     __str__ = __repr__
 
@@ -94,10 +89,16 @@ class IndexConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_default
     m: Annotated[int, Meta(ge=4, le=128)] = 24
     ef_construction: Annotated[int, Meta(ge=16, le=2048)] = 128
     ef: Annotated[int, Meta(ge=8, le=4096)] = 128
+    # Saved this often while it has unsaved changes, also in the middle of a
+    # long catch-up (after the batch in progress) and while a burst defers
+    # the catch-up: a restart after a crash redoes at most this much of the
+    # index's work.
     save_interval_s: Annotated[float, Meta(gt=0)] = 60.0
     batch: Annotated[int, Meta(ge=16, le=65536)] = 1024
     # The index yields to foreground writes: it catches up once writes pause
     # for delay_s, and at the latest max_lag_s after the first pending write.
+    # During a burst (200+ new memories a second) both stretch 5x: it waits
+    # for a pause of 5 * delay_s (1.25 s), at most 5 * max_lag_s (10 s).
     # Large batches also cost half as much per vector as a few at a time.
     delay_s: Annotated[float, Meta(ge=0, le=60)] = 0.25
     max_lag_s: Annotated[float, Meta(ge=0, le=600)] = 2.0
@@ -254,18 +255,20 @@ def parse_raw(text: str, source: str = "<config>") -> tuple[dict[str, Any], Conf
     return raw, cfg
 
 
+def read_raw(path: Path) -> tuple[dict[str, Any], Config]:
+    """parse_raw of a file's text; ConfigError when it cannot be read."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+    return parse_raw(text, str(path))
+
+
 def load(path: Path | None = None, *, env: bool = True) -> Config:
     """Read the configuration file (if any) and apply environment overrides."""
     if path is None:
         path = config_file()
-    if path is None:
-        cfg = Config()
-    else:
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
-        cfg = parse(text, str(path))
+    cfg = Config() if path is None else read_raw(path)[1]
     if env:
         apply_env(cfg)
     return cfg

@@ -19,7 +19,6 @@ from typing import Any
 import msgspec
 from reverie.daemon import config as config_mod
 from reverie.daemon.config import Config
-from reverie.errors import ConfigError
 from reverie.rpc.proto_config import ConfigShowResult, ReloadInfo
 
 # A key whose last part matches is a secret: shown as "***" when set. By name,
@@ -71,11 +70,7 @@ class LoadSpec:
         if path is None:
             cfg = Config()
         else:
-            try:
-                text = path.read_text()
-            except OSError as e:
-                raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
-            raw, cfg = config_mod.parse_raw(text, str(path))
+            raw, cfg = config_mod.read_raw(path)
             for key in _set_keys(raw, Config):
                 sources[key] = f"file {path}"
         for key, var in config_mod.apply_env(cfg).items():

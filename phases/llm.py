@@ -1,7 +1,7 @@
 """An OpenAI-compatible chat client for REM's cluster summaries, with per-run caps.
 
-``POST <url>/v1/chat/completions`` with the standard library only (urllib),
-as store/embed_http.py does for embeddings. One attempt per call, no retry:
+``POST <url>/v1/chat/completions`` through store/http_json.py, as
+store/embed_http.py does for embeddings. One attempt per call, no retry:
 the caller falls back to its deterministic text on any failure, which is
 the cheaper retry. Every failure is an :class:`LlmError` whose message
 names the endpoint and never the API key (a server may echo it back).
@@ -15,17 +15,14 @@ estimate (characters / 4, rounded up).
 
 from __future__ import annotations
 
-import http.client
 import math
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
 import msgspec
-from reverie import __version__
 from reverie.phases.settings import RemLlmConfig
+from reverie.store.http_json import PostFailed, endpoint, post_json, scrub, shown_url
 
 __all__ = ["Budget", "ChatClient", "LlmError", "chat_url", "estimate_tokens"]
 
@@ -61,21 +58,7 @@ _encode = msgspec.json.Encoder().encode
 
 def chat_url(url: str) -> str:
     """The chat endpoint for a base URL ("http://h:8080", ".../v1" or the full path)."""
-    base = url.rstrip("/")
-    if base.endswith("/chat/completions"):
-        return base
-    if base.endswith("/v1"):
-        return base + "/chat/completions"
-    return base + "/v1/chat/completions"
-
-
-def _shown(url: str) -> str:
-    """The URL without user:password@, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=host))
+    return endpoint(url, "/chat/completions")
 
 
 def estimate_tokens(text: str) -> int:
@@ -107,7 +90,7 @@ class ChatClient:
     def __init__(self, cfg: RemLlmConfig) -> None:
         self.cfg = cfg
         self._endpoint = chat_url(cfg.url)
-        self.shown = _shown(self._endpoint)
+        self.shown = shown_url(self._endpoint)
         key = cfg.api_key
         self._key_problem = ""
         if cfg.api_key_env:
@@ -165,34 +148,16 @@ class ChatClient:
         return text
 
     def _post(self, body: bytes) -> bytes:
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": f"reverie/{__version__}",
-        }
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        request = urllib.request.Request(self._endpoint, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.cfg.timeout_s) as response:
-                data: bytes = response.read(_MAX_RESPONSE_BYTES + 1)
-        except urllib.error.HTTPError as e:
-            detail = e.read(300).decode(errors="replace")
-            e.close()
-            reason = f"HTTP {e.code} {e.reason}" + (f": {detail}" if detail else "")
-            raise self._fail(reason) from None
-        except urllib.error.URLError as e:
-            raise self._fail(f"cannot connect: {e.reason}") from None
-        except TimeoutError:
-            raise self._fail(f"no answer within {self.cfg.timeout_s:g} s") from None
-        except (http.client.HTTPException, OSError) as e:
-            raise self._fail(f"connection failed: {e or type(e).__name__}") from None
-        if len(data) > _MAX_RESPONSE_BYTES:
-            raise self._fail("response too large")
-        return data
+            return post_json(
+                self._endpoint,
+                body,
+                api_key=self._api_key,
+                timeout_s=self.cfg.timeout_s,
+                max_bytes=_MAX_RESPONSE_BYTES,
+            )
+        except PostFailed as e:
+            raise self._fail(e.reason) from None
 
     def _fail(self, reason: str) -> LlmError:
-        text = " ".join(reason.split())[:300]
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return LlmError(f"{self.shown}: {text}")
+        return LlmError(f"{self.shown}: {scrub(reason, self._api_key)}")

@@ -75,6 +75,17 @@ class DeepConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     versions_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
 
 
+def repr_hiding_key(config: msgspec.Struct) -> str:
+    """repr() of a config with an `api_key` field, the key shown as ***: it must
+    never reach a log line, a status answer or a traceback (daemon/config.py's
+    EmbedderConfig uses it too)."""
+    fields = msgspec.structs.asdict(config)
+    if fields["api_key"]:
+        fields["api_key"] = "***"
+    inner = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+    return f"{type(config).__name__}({inner})"
+
+
 class RemLlmConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """`[dreams.rem.llm]`: an OpenAI-compatible chat endpoint that writes REM's
     cluster summaries (phases/llm.py). Off while `url` is empty; any failure
@@ -91,12 +102,7 @@ class RemLlmConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     temperature: float = 0.0
 
     def __repr__(self) -> str:
-        # The key must never reach a log line, a status answer or a traceback.
-        fields = msgspec.structs.asdict(self)
-        if fields["api_key"]:
-            fields["api_key"] = "***"
-        inner = ", ".join(f"{k}={v!r}" for k, v in fields.items())
-        return f"RemLlmConfig({inner})"
+        return repr_hiding_key(self)
 
     __str__ = __repr__
 

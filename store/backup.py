@@ -55,7 +55,7 @@ from reverie.rpc.proto_backup import (
 from reverie.store import backup_index, schema, vectors
 from reverie.store.connection import APPLICATION_ID, check_file, map_error, open_connection
 from reverie.store.database import DB_FILENAME, Database
-from reverie.store.durable import fsync_dir, storage_error
+from reverie.store.durable import fsync_dir, fsync_file, storage_error
 from reverie.store.indexer import INDEX_DIR
 
 PAGES_PER_STEP = 1024  # 4 MiB at the default page size
@@ -69,14 +69,6 @@ class Progress:
     done: int = 0
     total: int = 0
     started: float = field(default_factory=time.monotonic)
-
-
-def _sync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_target(source: Path, target: Path, force: bool) -> None:
@@ -145,7 +137,7 @@ def backup_blocking(
                 dst.close()
         finally:
             src.close()
-        _sync_file(tmp)
+        fsync_file(tmp)
         backup_index.remove_index(target)  # an older backup's, at this path
         index_seq = None
         if index_dir is not None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import msgspec
 from reverie.errors import CorruptIndex
-from reverie.store.durable import file_checksum, fsync_dir
+from reverie.store.durable import file_checksum, fsync_dir, fsync_file
 from reverie.store.index_file import FileRef, IndexHeader, header_path, read_header
 from reverie.store.vector_index import DEFAULT_NAME
 
@@ -52,20 +52,12 @@ def _names(directory: Path) -> list[str]:
     return [DEFAULT_NAME, *scoped]
 
 
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _copy_ref(src_dir: Path, dst_dir: Path, ref: FileRef) -> None:
     dst = dst_dir / ref.name
     shutil.copyfile(src_dir / ref.name, dst)
     if file_checksum(dst) != (ref.size, ref.crc32):
         raise CorruptIndex(f"{ref.name} changed while it was copied", path=dst)
-    _sync(dst)
+    fsync_file(dst)
 
 
 def _copy_once(index_dir: Path, tmp: Path, max_seq: int) -> int | None:
@@ -85,7 +77,7 @@ def _copy_once(index_dir: Path, tmp: Path, max_seq: int) -> int | None:
         _copy_ref(index_dir, tmp, header.ids)
         hp = header_path(tmp, name)
         hp.write_bytes(msgspec.json.format(msgspec.json.encode(header)) + b"\n")
-        _sync(hp)
+        fsync_file(hp)
     return main.seq
 
 
@@ -106,7 +98,7 @@ def copy_index(index_dir: Path, backup: Path, binding: Binding) -> int | None:
             break
         b = msgspec.structs.replace(binding, index_seq=seq)
         (tmp / BINDING).write_bytes(msgspec.json.encode(b))
-        _sync(tmp / BINDING)
+        fsync_file(tmp / BINDING)
         fsync_dir(tmp)
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)

@@ -58,6 +58,15 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file someone else wrote (shutil.copyfile, SQLite) to the disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _crc_of_fd(fd: int) -> tuple[int, int]:
     crc = 0
     size = 0

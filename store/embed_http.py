@@ -1,7 +1,7 @@
 """The http embedder: an OpenAI-compatible ``POST /v1/embeddings`` endpoint.
 
 Works with Ollama, llama.cpp's server, vLLM, text-embeddings-inference and
-OpenAI itself. Standard library only (urllib). Texts are sent in batches;
+OpenAI itself. Standard library only (store/http_json.py). Texts are sent in batches;
 connection errors, timeouts, 429 and 5xx answers are retried with
 exponential backoff (honouring ``Retry-After``), a bounded number of times;
 other answers fail at once. Every failure becomes
@@ -11,25 +11,21 @@ never the API key.
 
 from __future__ import annotations
 
-import http.client
 import math
 import os
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
-from reverie import __version__
 from reverie.errors import ConfigError, Unavailable
 from reverie.store.embedding import EmbedderConfig
+from reverie.store.http_json import PostFailed, endpoint, post_json, scrub, shown_url
 
 __all__ = ["HttpEmbedder", "endpoint_url"]
 
-_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER_S = 30.0
 _MAX_BACKOFF_S = 8.0
 _MAX_RESPONSE_BYTES = 256 * 1024 * 1024
@@ -55,23 +51,7 @@ def endpoint_url(url: str) -> str:
     "http://h:11434/v1/embeddings"; a URL already ending in "/embeddings" is
     used as it is.
     """
-    base = url.rstrip("/")
-    if base.endswith("/embeddings"):
-        return base
-    if base.endswith("/v1"):
-        return base + "/embeddings"
-    return base + "/v1/embeddings"
-
-
-def _redact(url: str) -> str:
-    """The URL without user:password@, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=host))
+    return endpoint(url, "/embeddings")
 
 
 class _Retryable(Exception):
@@ -98,13 +78,13 @@ class HttpEmbedder:
         retries: int = 3,
         backoff_s: float = 0.5,
     ) -> None:
-        endpoint = endpoint_url(url)
-        if urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
-            raise ConfigError(f"embedder url must be http:// or https://, not {_redact(url)!r}")
+        full = endpoint_url(url)
+        if urllib.parse.urlsplit(full).scheme not in ("http", "https"):
+            raise ConfigError(f"embedder url must be http:// or https://, not {shown_url(url)!r}")
         if not model:
             raise ConfigError("the http embedder needs a model name ([embedder] model)")
-        self._endpoint = endpoint
-        self._shown = _redact(endpoint)
+        self._endpoint = full
+        self._shown = shown_url(full)
         self._model = model
         self._api_key = api_key
         self._dim = dim
@@ -215,46 +195,26 @@ class HttpEmbedder:
                 attempt += 1
 
     def _attempt(self, body: bytes) -> bytes:
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": f"reverie/{__version__}",
-        }
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        request = urllib.request.Request(self._endpoint, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-                data: bytes = response.read(_MAX_RESPONSE_BYTES + 1)
-        except urllib.error.HTTPError as e:
-            detail = self._scrub(e.read(500).decode(errors="replace"))
-            e.close()
-            reason = f"HTTP {e.code} {e.reason}" + (f": {detail}" if detail else "")
-            if e.code in _RETRY_STATUS:
-                raise _Retryable(reason, _retry_after(e.headers.get("Retry-After"))) from None
-            raise self._fail(reason, status=e.code) from None
-        except urllib.error.URLError as e:
-            raise _Retryable(f"cannot connect: {self._scrub(str(e.reason))}") from None
-        except TimeoutError:
-            raise _Retryable(f"no answer within {self._timeout_s:g} s") from None
-        except (http.client.HTTPException, OSError) as e:
-            raise _Retryable(
-                f"connection failed: {self._scrub(str(e) or type(e).__name__)}"
-            ) from None
-        if len(data) > _MAX_RESPONSE_BYTES:
-            raise self._fail("response too large")
-        return data
-
-    def _scrub(self, text: str) -> str:
-        """Server messages may echo the key (OpenAI's 401 does): never repeat it."""
-        text = " ".join(text.split())[:300]
-        return text.replace(self._api_key, "***") if self._api_key else text
+            return post_json(
+                self._endpoint,
+                body,
+                api_key=self._api_key,
+                timeout_s=self._timeout_s,
+                max_bytes=_MAX_RESPONSE_BYTES,
+            )
+        except PostFailed as e:
+            if e.transient:
+                raise _Retryable(e.reason, _retry_after(e.retry_after)) from None
+            raise self._fail(e.reason, status=e.status) from None
 
     def _fail(self, reason: str, *, status: int | None = None) -> Unavailable:
         data: dict[str, object] = {"url": self._shown, "model": self._model}
         if status is not None:
             data["status"] = status
-        return Unavailable(f"embedding server {self._shown}: {self._scrub(reason)}", data=data)
+        return Unavailable(
+            f"embedding server {self._shown}: {scrub(reason, self._api_key)}", data=data
+        )
 
 
 def _retry_after(value: str | None) -> float | None:

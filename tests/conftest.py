@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import Daemon
@@ -25,3 +26,20 @@ def daemon(short_tmp: Path) -> Iterator[Daemon]:
     finally:
         code = d.stop()
         assert code == 0, f"daemon exited with {code}:\n{d.log()}"
+
+
+@pytest.fixture
+def reap_daemons(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Kill, at the end of the test, every daemon it started: for tests that
+    start daemons by hand and may fail before stopping them."""
+    started: list[Daemon] = []
+    real_start = Daemon.start
+
+    def start(self: Daemon, **kw: Any) -> Daemon:
+        started.append(self)
+        return real_start(self, **kw)
+
+    monkeypatch.setattr(Daemon, "start", start)
+    yield
+    for d in started:
+        d.kill()

@@ -45,6 +45,7 @@ import apsw
 import numpy as np
 from harness import Daemon, wait_indexed
 from reverie.errors import Conflict, ReverieError
+from reverie.rpc.client import Client
 from reverie.rpc.proto_dreams import DreamsRun, DreamsRunResult
 from reverie.rpc.proto_events import Event, PostEvents, PostEventsResult
 
@@ -284,6 +285,19 @@ def _indexable(db: Path) -> set[int]:
         conn.close()
 
 
+def light_sleep_once_unlocked(c: Client, timeout: float) -> DreamsRunResult | None:
+    """A light-sleep run once a dead daemon's lock has expired (None: not within timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            res: DreamsRunResult = c.call(DreamsRun(phase="light-sleep"))
+            return res
+        except Conflict:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+
+
 def check_online(
     d: Daemon, db: Path, fresh: dict[int, str], rng: random.Random, totals: Totals
 ) -> None:
@@ -304,15 +318,9 @@ def check_online(
             if mid not in [h.memory.id for h in hits]:
                 raise _fail(f"memory {mid} not found by a vector search for its own text")
         # The dead daemon's lock expires after its TTL; then a run takes over.
-        deadline = time.monotonic() + LOCK_TTL_S + 30
-        while True:
-            try:
-                res: DreamsRunResult = c.call(DreamsRun(phase="light-sleep"))
-                break
-            except Conflict:
-                if time.monotonic() > deadline:
-                    raise _fail("the killed daemon's dream lock was never taken over") from None
-                time.sleep(0.1)
+        res = light_sleep_once_unlocked(c, LOCK_TTL_S + 30)
+        if res is None:
+            raise _fail("the killed daemon's dream lock was never taken over")
         if res.report is None or res.report.status != "completed":
             raise _fail(f"light-sleep after restart: {res.report}")
     conn = _ro(db)

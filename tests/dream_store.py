@@ -8,7 +8,7 @@ from typing import Any
 
 import apsw
 from reverie.rpc.protocol import Remember
-from reverie.store import memories, recalls, schema
+from reverie.store import memories, recalls, schema, search
 from reverie.store.connection import open_connection
 
 DB = "dream-test.db"
@@ -24,6 +24,15 @@ def open_db(tmp: Path) -> apsw.Connection:
 
 def reader(tmp: Path) -> apsw.Connection:
     return open_connection(tmp / DB, readonly=True)
+
+
+def found(tmp: Path, query: str) -> list[int]:
+    """Ids of the top 10 search hits for `query` across workspaces, on a fresh reader."""
+    conn = reader(tmp)
+    try:
+        return [h.memory.id for h in search.search(conn, query, workspace=None, limit=10)]
+    finally:
+        conn.close()
 
 
 def _at(ts: float) -> dt.datetime:

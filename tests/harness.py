@@ -6,6 +6,7 @@ runs as `python -m reverie daemon`, exactly as a user would start it.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import signal
@@ -13,11 +14,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from reverie.rpc.client import Client
+from reverie.rpc.protocol import MemoryRecord
 
 START_TIMEOUT = 30.0
 NO_DREAMS = '\n[dreams]\npreset = "off"\n'
@@ -60,10 +64,13 @@ class Daemon:
         env.update(self.extra_env)
         return env
 
-    def start(self, *, wait: bool = True, pass_fds: tuple[int, ...] = ()) -> Daemon:
+    def start(
+        self, *, wait: bool = True, pass_fds: tuple[int, ...] = (), args: tuple[str, ...] = ()
+    ) -> Daemon:
+        """Run `reverie daemon` with `args` (flags such as --log-level) appended."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reverie", "daemon"],
+            [sys.executable, "-m", "reverie", "daemon", *args],
             env=self.environ(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -92,6 +99,16 @@ class Daemon:
 
     def client(self, timeout: float | None = 30.0) -> Client:
         return Client(self.socket, timeout=timeout, name="tests")
+
+    def cli(
+        self,
+        *args: str,
+        stdin: str | None = None,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """`reverie *args` as a user would run it against this daemon (text output)."""
+        return run_reverie(*args, env={**self.environ(), **(env or {})}, stdin=stdin, cwd=cwd)
 
     def log(self) -> str:
         try:
@@ -151,3 +168,41 @@ def raw_connect(path: Path, timeout: float = 10.0) -> socket.socket:
     s.settimeout(timeout)
     s.connect(str(path))
     return s
+
+
+def record(
+    content: str,
+    *,
+    uid: str | None = None,
+    workspace: str = "default",
+    kind: str = "fact",
+    at: dt.datetime | None = None,
+    **fields: Any,
+) -> MemoryRecord:
+    """An import record created, observed and updated at `at` (now), with a fresh uid."""
+    at = at or dt.datetime.now(dt.UTC)
+    return MemoryRecord(
+        uid=uid or uuid.uuid4().hex,
+        workspace=workspace,
+        kind=kind,
+        content=content,
+        created_at=at,
+        observed_at=at,
+        updated_at=at,
+        **fields,
+    )
+
+
+def run_reverie(
+    *args: str, env: Mapping[str, str], stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`reverie *args` in a process of its own with exactly `env` (text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", "reverie", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+    )

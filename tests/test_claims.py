@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,15 +154,7 @@ def test_a_stale_session_gets_its_claims_back_unless_taken(conn: apsw.Connection
 
 
 def _cli(d: Daemon, *args: str, cwd: Path, sid: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**d.environ(), "REVERIE_SESSION_ID": sid}
-    return subprocess.run(
-        [sys.executable, "-m", "reverie", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=cwd,
-    )
+    return d.cli(*args, cwd=cwd, env={"REVERIE_SESSION_ID": sid})
 
 
 def test_claims_through_the_daemon(daemon: Daemon) -> None:

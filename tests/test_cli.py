@@ -19,17 +19,6 @@ def _commands() -> list[str]:
     return sorted(sub.choices)  # type: ignore[arg-type]
 
 
-def _cli(d: Daemon, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reverie", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-        env=d.environ(),
-    )
-
-
 def test_every_command_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [c for c in _commands() if f"`reverie {c}" not in readme]
@@ -55,8 +44,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_cli_round_trip(daemon: Daemon) -> None:
-    out = _cli(
-        daemon,
+    out = daemon.cli(
         "remember",
         "Use ruff for linting",
         "--kind",
@@ -70,37 +58,37 @@ def test_cli_round_trip(daemon: Daemon) -> None:
     )
     assert out.returncode == 0, out.stderr
     mid = int(out.stdout.strip())
-    again = _cli(daemon, "remember", "Use ruff for linting")
+    again = daemon.cli("remember", "Use ruff for linting")
     assert int(again.stdout) == mid and "already remembered" in again.stderr
-    piped = _cli(daemon, "remember", "-", "--json", stdin="text from stdin")
+    piped = daemon.cli("remember", "-", "--json", stdin="text from stdin")
     assert json.loads(piped.stdout)["created"] is True
 
-    found = json.loads(_cli(daemon, "search", "linting", "--json").stdout)
+    found = json.loads(daemon.cli("search", "linting", "--json").stdout)
     assert found["hits"][0]["memory"]["id"] == mid
-    human = _cli(daemon, "search", "linting").stdout
+    human = daemon.cli("search", "linting").stdout
     assert f"#{mid}" in human and "Use ruff" in human
 
-    got = json.loads(_cli(daemon, "get", str(mid), "--json").stdout)
+    got = json.loads(daemon.cli("get", str(mid), "--json").stdout)
     assert got["metadata"] == {"source": "review", "n": 3} and got["tags"] == ["lint"]
-    assert "preference" in _cli(daemon, "get", str(mid)).stdout
+    assert "preference" in daemon.cli("get", str(mid)).stdout
 
-    assert _cli(daemon, "forget", str(mid)).returncode == 0
-    after = json.loads(_cli(daemon, "search", "linting", "--json").stdout)["hits"]
+    assert daemon.cli("forget", str(mid)).returncode == 0
+    after = json.loads(daemon.cli("search", "linting", "--json").stdout)["hits"]
     assert mid not in [h["memory"]["id"] for h in after]
 
-    status = json.loads(_cli(daemon, "status", "--json").stdout)
+    status = json.loads(daemon.cli("status", "--json").stdout)
     assert status["memories"]["forgotten"] == 1 and status["memories"]["active"] == 1
-    human = _cli(daemon, "status").stdout
+    human = daemon.cli("status").stdout
     assert "memories" in human and "index" in human and "per commit" in human
 
 
 def test_errors_are_one_line_with_exit_codes(daemon: Daemon, short_tmp: Path) -> None:
-    missing = _cli(daemon, "get", "999")
+    missing = daemon.cli("get", "999")
     assert missing.returncode == 4
     assert missing.stderr.count("\n") == 1 and "no memory with id 999" in missing.stderr
-    bad = _cli(daemon, "remember", "x", "--importance", "7")
+    bad = daemon.cli("remember", "x", "--importance", "7")
     assert bad.returncode == 2 and bad.stderr.startswith("reverie: error:")
-    meta = _cli(daemon, "remember", "x", "--meta", "novalue")
+    meta = daemon.cli("remember", "x", "--meta", "novalue")
     assert meta.returncode == 2 and "KEY=VALUE" in meta.stderr
     down = subprocess.run(
         [sys.executable, "-m", "reverie", "status", "--socket", str(short_tmp / "none.sock")],
@@ -118,17 +106,17 @@ def test_search_flags(daemon: Daemon) -> None:
         ("Release notes are written by the on-call person", "decision", "release"),
         ("Lunch order: release the pizza tracker", "observation", "food"),
     ]:
-        out = _cli(daemon, "remember", text, "--kind", kind, "--tag", tag)
+        out = daemon.cli("remember", text, "--kind", kind, "--tag", tag)
         assert out.returncode == 0, out.stderr
-    found = json.loads(_cli(daemon, "search", "release", "--kind", "decision", "--json").stdout)
+    found = json.loads(daemon.cli("search", "release", "--kind", "decision", "--json").stdout)
     assert [h["memory"]["kind"] for h in found["hits"]] == ["decision"]
-    tagged = json.loads(_cli(daemon, "search", "release", "--tag", "food", "--json").stdout)
+    tagged = json.loads(daemon.cli("search", "release", "--tag", "food", "--json").stdout)
     assert [h["memory"]["tags"] for h in tagged["hits"]] == [["food"]]
-    future = _cli(daemon, "search", "release", "--since", "2999-01-01", "--json")
+    future = daemon.cli("search", "release", "--since", "2999-01-01", "--json")
     assert json.loads(future.stdout)["hits"] == []
-    lexical = json.loads(_cli(daemon, "search", "release", "--mode", "lexical", "--json").stdout)
+    lexical = json.loads(daemon.cli("search", "release", "--mode", "lexical", "--json").stdout)
     assert lexical["mode"] == "lexical"
-    explained = _cli(daemon, "search", "release checklist", "--explain", "--mode", "lexical")
+    explained = daemon.cli("search", "release checklist", "--explain", "--mode", "lexical")
     assert "lexical #1" in explained.stdout
-    bad = _cli(daemon, "search", "x", "--since", "yesterday-ish")
+    bad = daemon.cli("search", "x", "--since", "yesterday-ish")
     assert bad.returncode == 2 and "not a date" in bad.stderr

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from harness import run_reverie
 from reverie.daemon import config
 from reverie.daemon import config_sources as cs
 
@@ -124,16 +123,6 @@ def test_bad_key_names_the_dotted_key() -> None:
         assert cs.bad_key(e.value.message) == key, (text, e.value.message)
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reverie", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-
-
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     import os
 
@@ -151,7 +140,7 @@ def test_config_show_cli(tmp_path: Path) -> None:
         "[sessions]\nstale_after_s = 60.0\n"
     )
     env = _env(tmp_path, REVERIE_CONFIG=str(f), REVERIE_SOCKET="/env/r.sock")
-    out = _cli("config", "show", "--json", "--log-level", "debug", env=env)
+    out = run_reverie("config", "show", "--json", "--log-level", "debug", env=env)
     assert out.returncode == 0, out.stderr
     assert "sk-live-abcdef" not in out.stdout
     doc = json.loads(out.stdout)
@@ -166,7 +155,7 @@ def test_config_show_cli(tmp_path: Path) -> None:
     assert src["daemon.log_level"] == "flag --log-level"
     assert src["index.m"] == "default"
     # The text form is TOML: it parses back into the effective config (secret masked).
-    text = _cli("config", "show", "--config", str(f), env=env)
+    text = run_reverie("config", "show", "--config", str(f), env=env)
     assert text.returncode == 0, text.stderr
     assert "sk-live-abcdef" not in text.stdout
     assert re.search(r"^stale_after_s = 60\.0  # file .*r\.toml$", text.stdout, re.M)
@@ -179,9 +168,9 @@ def test_config_check_cli(tmp_path: Path) -> None:
     env = _env(tmp_path)
     good = tmp_path / "good.toml"
     good.write_text("[search]\nmode = 'lexical'\n")
-    out = _cli("config", "check", str(good), env=env)
+    out = run_reverie("config", "check", str(good), env=env)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
-    shipped = _cli("config", "check", str(EXAMPLE), "--json", env=env)
+    shipped = run_reverie("config", "check", str(EXAMPLE), "--json", env=env)
     assert json.loads(shipped.stdout) == {
         "ok": True,
         "file": str(EXAMPLE),
@@ -191,17 +180,17 @@ def test_config_check_cli(tmp_path: Path) -> None:
     }
     bad = tmp_path / "bad.toml"
     bad.write_text("[search]\nmode = 'lexical'\n[dreams.rem]\nduplicate_treshold = 0.8\n")
-    out = _cli("config", "check", str(bad), env=env)
+    out = run_reverie("config", "check", str(bad), env=env)
     assert out.returncode == 1
     assert "bad key: dreams.rem.duplicate_treshold" in out.stderr
-    out = _cli("config", "check", "--json", str(bad), env=env)
+    out = run_reverie("config", "check", "--json", str(bad), env=env)
     doc = json.loads(out.stdout)
     assert out.returncode == 1 and doc["ok"] is False
     assert doc["key"] == "dreams.rem.duplicate_treshold"
     # Without FILE: the file the daemon would read, environment included.
-    out = _cli("config", "check", env=_env(tmp_path, REVERIE_CONFIG=str(bad)))
+    out = run_reverie("config", "check", env=_env(tmp_path, REVERIE_CONFIG=str(bad)))
     assert out.returncode == 1 and "duplicate_treshold" in out.stderr
-    out = _cli("config", "check", env=_env(tmp_path, REVERIE_LOG_LEVEL="loud"))
+    out = run_reverie("config", "check", env=_env(tmp_path, REVERIE_LOG_LEVEL="loud"))
     assert out.returncode == 1 and "REVERIE_LOG_LEVEL" in out.stderr
-    out = _cli("config", "check", "--json", env=env)
+    out = run_reverie("config", "check", "--json", env=env)
     assert out.returncode == 0 and json.loads(out.stdout)["file"] is None

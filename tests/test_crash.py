@@ -13,35 +13,19 @@ import os
 import random
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import apsw
 import crash_driver
 import pytest
-from harness import Daemon
+from harness import Daemon, record
 from reverie.errors import Conflict, ReverieError
-from reverie.rpc.proto_dreams import DreamsRun, DreamsRunResult
-from reverie.rpc.protocol import MemoryRecord
+from reverie.rpc.proto_dreams import DreamsRun
 from reverie.store.database import DB_FILENAME
 
-
-@pytest.fixture(autouse=True)
-def _reap_daemons(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A failing test must not leave its daemon running: kill what it started."""
-    started: list[Daemon] = []
-    real_start = Daemon.start
-
-    def start(self: Daemon, **kw: Any) -> Daemon:
-        started.append(self)
-        return real_start(self, **kw)
-
-    monkeypatch.setattr(Daemon, "start", start)
-    yield
-    for d in started:
-        d.kill()
+# A failing test must not leave its daemon running (conftest.reap_daemons).
+pytestmark = pytest.mark.usefixtures("reap_daemons")
 
 
 def test_sigkill_loop_keeps_every_acknowledged_write(short_tmp: Path) -> None:
@@ -66,16 +50,7 @@ def test_a_run_killed_holding_the_lock_is_taken_over_after_its_ttl(short_tmp: Pa
     old = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
     with d.client() as c:
         c.import_records(
-            MemoryRecord(
-                uid=uuid.uuid4().hex,
-                workspace="w",
-                kind="fact",
-                content=f"old fact {i} about topic {i % 50}",
-                created_at=old,
-                observed_at=old,
-                updated_at=old,
-                importance=0.1,
-            )
+            record(f"old fact {i} about topic {i % 50}", workspace="w", at=old, importance=0.1)
             for i in range(5000)
         )
     db = d.data_dir / DB_FILENAME
@@ -101,14 +76,8 @@ def test_a_run_killed_holding_the_lock_is_taken_over_after_its_ttl(short_tmp: Pa
         if time.time() < expires - 1:  # a slow restart may outlive the lease
             with pytest.raises(Conflict, match=str(owner)):
                 c.call(DreamsRun(phase="light-sleep"))  # the dead daemon's lease still runs
-        deadline = time.monotonic() + ttl + 30
-        while True:
-            try:
-                res: DreamsRunResult = c.call(DreamsRun(phase="light-sleep"))
-                break
-            except Conflict:
-                assert time.monotonic() < deadline, "the lock was never taken over"
-                time.sleep(0.1)
+        res = crash_driver.light_sleep_once_unlocked(c, ttl + 30)
+        assert res is not None, "the lock was never taken over"
         assert res.report is not None and res.report.status == "completed"
     ((status, notes),) = _query(db, f"SELECT status, notes FROM dream_runs WHERE id = {run_id}")
     assert status == "failed" and "interrupted" in notes

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dream_store import DAY, dump, memory_state, open_db, reader, remember
+from dream_store import DAY, dump, found, memory_state, open_db, reader, remember
 from harness import Daemon
 from reverie.phases import ledger
 from reverie.phases.deep import DeepConfig, DeepSleep, checkpoint_on
@@ -20,7 +20,7 @@ from reverie.phases.undo import undo
 from reverie.rpc.proto_dreams import DreamsRun, DreamsRunResult, DreamsUndo, UndoReport
 from reverie.rpc.proto_versions import Update
 from reverie.rpc.protocol import MemoryRecord
-from reverie.store import memories, search, versions
+from reverie.store import memories, versions
 
 
 def _stats(conn: Any, mid: int, *, recalls: int, queries: int, at: float | None = None) -> None:
@@ -38,14 +38,6 @@ def _tiers(conn: Any) -> dict[int, str]:
 
 def _moves(plan: Any) -> dict[int, str]:
     return {op.memory_id: op.to_tier for op in plan.ops if isinstance(op, SetTier)}
-
-
-def _found(tmp: Path, query: str) -> list[int]:
-    conn = reader(tmp)
-    try:
-        return [h.memory.id for h in search.search(conn, query, workspace=None, limit=10)]
-    finally:
-        conn.close()
 
 
 def _store(conn: Any, now: float) -> dict[str, int]:
@@ -185,7 +177,7 @@ def test_apply_then_undo_round_trip_and_search(tmp_path: Path) -> None:
     now = time.time()
     ids = _store(conn, now)
     before = memory_state(conn)
-    assert ids["stale"] in _found(tmp_path, "lunch offsite pizza")
+    assert ids["stale"] in found(tmp_path, "lunch offsite pizza")
 
     plan = DeepSleep().plan(conn, now)
     report = apply_plan(
@@ -198,14 +190,14 @@ def test_apply_then_undo_round_trip_and_search(tmp_path: Path) -> None:
     assert "FTS and PRAGMA optimize done" in report.notes and "WAL checkpointed" in report.notes
     tiers = _tiers(conn)
     assert tiers[ids["earned"]] == "long" and tiers[ids["stale"]] == "archived"
-    assert ids["stale"] not in _found(tmp_path, "lunch offsite pizza")  # search hides archived
-    assert ids["earned"] in _found(tmp_path, "deploy")  # long-term stays searchable
+    assert ids["stale"] not in found(tmp_path, "lunch offsite pizza")  # search hides archived
+    assert ids["earned"] in found(tmp_path, "deploy")  # long-term stays searchable
     assert DeepSleep().plan(conn, now).ops == []  # a second run has nothing left to do
 
     result = undo(report.run_id, transact=transact_on(conn), data_dir=tmp_path)
     assert (result.reversed, result.conflicts) == (2, 0)
     assert memory_state(conn) == before
-    assert ids["stale"] in _found(tmp_path, "lunch offsite pizza")
+    assert ids["stale"] in found(tmp_path, "lunch offsite pizza")
     assert [x["event"] for x in ledger.read_lines(tmp_path)] == ["run", "undo"]
 
 

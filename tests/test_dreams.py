@@ -12,7 +12,7 @@ from typing import Any
 import apsw
 import pytest
 from dream_store import dump
-from harness import Daemon
+from harness import Daemon, record
 from reverie.errors import Conflict, InvalidParams
 from reverie.phases import ledger
 from reverie.rpc.client import Client
@@ -207,20 +207,8 @@ def _lock_row(d: Daemon) -> tuple[str, int, float] | None:
 
 
 def _records(n: int) -> list[MemoryRecord]:
-    import datetime as dt
-
-    now = dt.datetime.now(dt.UTC)
     return [
-        MemoryRecord(
-            uid=f"bulk-{i}",
-            workspace="default",
-            kind="fact",
-            content=f"bulk fact number {i} about subsystem {i % 97}",
-            created_at=now,
-            observed_at=now,
-            updated_at=now,
-        )
-        for i in range(n)
+        record(f"bulk fact number {i} about subsystem {i % 97}", uid=f"bulk-{i}") for i in range(n)
     ]
 
 

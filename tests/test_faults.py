@@ -8,6 +8,7 @@ and database files, and an HTTP embedding server that is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
@@ -38,20 +39,8 @@ from reverie.store.database import DB_FILENAME, Database
 WORDS = [f"{a}{b}" for a in ("bra", "cle", "dom", "fur", "gam", "hel") for b in "aeiouy"]
 
 
-@pytest.fixture(autouse=True)
-def _reap_daemons(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A failing test must not leave its daemon running: kill what it started."""
-    started: list[Daemon] = []
-    real_start = Daemon.start
-
-    def start(self: Daemon, **kw: Any) -> Daemon:
-        started.append(self)
-        return real_start(self, **kw)
-
-    monkeypatch.setattr(Daemon, "start", start)
-    yield
-    for d in started:
-        d.kill()
+# A failing test must not leave its daemon running (conftest.reap_daemons).
+pytestmark = pytest.mark.usefixtures("reap_daemons")
 
 
 def _text(rng: random.Random, n: int) -> str:
@@ -173,18 +162,21 @@ def tiny_fs(short_tmp: Path) -> Iterator[Path]:
     """A 3 MB tmpfs: a real filesystem that runs out of space (needs mount rights)."""
     mnt = short_tmp / "fs"
     mnt.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    tmpfs = ("-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mnt))
+    with _mounted("mount a tmpfs", tmpfs, umount=("-l", str(mnt))):
         yield mnt
+
+
+@contextlib.contextmanager
+def _mounted(what: str, args: tuple[str, ...], *, umount: tuple[str, ...]) -> Iterator[None]:
+    """`mount *args` for the block, or skip the test where mounting is not allowed."""
+    r = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot {what} here: {r.stderr.strip()}")
+    try:
+        yield
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        subprocess.run(["umount", *umount], check=False)
 
 
 def test_real_enospc_refuses_writes_serves_reads_and_recovers(
@@ -226,22 +218,13 @@ def test_read_only_data_dir_fails_start_with_a_clear_message(short_tmp: Path) ->
     assert d.stop() == 0
     before = _digest(*d.data_dir.rglob("*"))
     # Root ignores file modes: a read-only bind mount is what a root daemon meets.
-    r = subprocess.run(
-        ["mount", "--bind", "-o", "ro", str(d.data_dir), str(d.data_dir)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot bind-mount read-only here: {r.stderr.strip()}")
-    try:
+    bind = ("--bind", "-o", "ro", str(d.data_dir), str(d.data_dir))
+    with _mounted("bind-mount read-only", bind, umount=(str(d.data_dir),)):
         d.start(wait=False)
         assert d.proc is not None
         assert d.proc.wait(30) == 78, d.log()  # EX_CONFIG: a restart will not fix it
         assert "read-only file system" in d.log() and str(d.data_dir) in d.log()
         assert "Traceback" not in d.log()
-    finally:
-        subprocess.run(["umount", str(d.data_dir)], check=False)
     assert _digest(*d.data_dir.rglob("*")) == before
     d.start()  # writable again: starts as before
     with d.client() as c:

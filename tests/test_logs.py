@@ -137,15 +137,7 @@ def test_log_level_from_the_environment_and_the_flag(short_tmp: Path) -> None:
     assert "reverie.daemon: ready " in d.log() and "log_level=info" in d.log()
     d2 = Daemon(short_tmp, name="e", config="[daemon]\nlog_level = 'error'\n")
     d2.extra_env["REVERIE_LOG_LEVEL"] = "info"
-    log = d2.log_path.open("ab")
-    d2.proc = subprocess.Popen(
-        [sys.executable, "-m", "reverie", "daemon", "--log-level", "warning"],
-        env=d2.environ(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    d2.wait_ready()
+    d2.start(args=("--log-level", "warning"))
     assert d2.stop() == 0
     assert "ready " not in d2.log()  # info lines are below --log-level warning
     bad = subprocess.run(

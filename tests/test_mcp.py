@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,10 @@ import pytest
 
 pytest.importorskip("mcp", reason="the MCP bridge needs the extra reverie[mcp]")
 
-import anyio
 from harness import Daemon
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession
 from mcp.types import CallToolResult, TextContent
+from mcp_helpers import run_bridge
 
 TOOLS = {
     "memory_search",
@@ -27,28 +26,6 @@ TOOLS = {
     "dreams_status",
     "dreams_run",
 }
-
-
-def _run_bridge(
-    socket_path: Path, cwd: Path, body: Callable[[ClientSession], Awaitable[None]], *extra: str
-) -> None:
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "reverie", "mcp", "--socket", str(socket_path), *extra],
-        cwd=str(cwd),
-    )
-
-    async def main() -> None:
-        with (cwd / "bridge.err").open("w") as errlog:
-            async with (
-                stdio_client(params, errlog=errlog) as (read, write),
-                ClientSession(read, write) as session,
-            ):
-                with anyio.fail_after(60):
-                    await session.initialize()
-                    await body(session)
-
-    anyio.run(main)
 
 
 def _ok(result: CallToolResult) -> dict[str, Any]:
@@ -134,7 +111,7 @@ def test_every_tool_through_the_sdk_client(daemon: Daemon, short_tmp: Path) -> N
         # ...and the bridge keeps serving.
         assert _ok(await s.call_tool("memory_search", {"query": "anything"}))["hits"] == []
 
-    _run_bridge(daemon.socket, short_tmp, body, "--workspace", "mcp-ws")
+    run_bridge(daemon.socket, short_tmp, body, "--workspace", "mcp-ws")
     assert seen["forgot"]["state"] == "forgotten" and seen["forgot"]["purged"] is False
     phases = json.dumps(seen["status"])
     assert "light-sleep" in phases
@@ -163,7 +140,7 @@ def test_daemon_down_is_a_tool_error_not_a_crash(short_tmp: Path) -> None:
         finally:
             assert d.stop() == 0
 
-    _run_bridge(d.socket, short_tmp, body)
+    run_bridge(d.socket, short_tmp, body)
     assert all("not running" in e and "daemon_not_running" in e for e in errors), errors
 
 

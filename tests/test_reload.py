@@ -156,16 +156,7 @@ def test_a_bad_file_keeps_the_running_config(short_tmp: Path) -> None:
 
 
 def test_flags_keep_winning_over_the_file_on_reload(short_tmp: Path) -> None:
-    d = Daemon(short_tmp, config=BEFORE)
-    log = d.log_path.open("ab")
-    d.proc = subprocess.Popen(
-        [sys.executable, "-m", "reverie", "daemon", "--log-level", "debug"],
-        env=d.environ(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    d.wait_ready()
+    d = Daemon(short_tmp, config=BEFORE).start(args=("--log-level", "debug"))
     assert d.config_path is not None
     with d.client() as c:
         res = _show(c)

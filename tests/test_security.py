@@ -290,16 +290,11 @@ def _plant(db: Path) -> int:
 def _mcp_outputs(socket_path: Path, cwd: Path, mids: list[int]) -> str:
     """Every reading tool of the MCP bridge, through the SDK's stdio client."""
     try:
-        import anyio
-        from mcp import ClientSession, StdioServerParameters, stdio_client
+        from mcp import ClientSession
         from mcp.types import TextContent
+        from mcp_helpers import run_bridge
     except ImportError:
         return ""  # the extra reverie[mcp] is not installed: no bridge to check
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "reverie", "mcp", "--socket", str(socket_path)],
-        cwd=str(cwd),
-    )
     calls: list[tuple[str, dict[str, object]]] = [
         ("memory_search", {"query": "deploy runbook rotate", "all_workspaces": True}),
         ("brief", {"prompt": "deploy runbook"}),
@@ -309,21 +304,14 @@ def _mcp_outputs(socket_path: Path, cwd: Path, mids: list[int]) -> str:
     ]
     texts: list[str] = []
 
-    async def main() -> None:
-        with (cwd / "bridge.err").open("w") as errlog:
-            async with (
-                stdio_client(params, errlog=errlog) as (read, write),
-                ClientSession(read, write) as session,
-            ):
-                with anyio.fail_after(60):
-                    await session.initialize()
-                    for name, args in calls:
-                        r = await session.call_tool(name, args)
-                        assert not r.is_error, (name, r)
-                        texts.extend(c.text for c in r.content if isinstance(c, TextContent))
-                        texts.append(json.dumps(r.structured_content))
+    async def body(session: ClientSession) -> None:
+        for name, args in calls:
+            r = await session.call_tool(name, args)
+            assert not r.is_error, (name, r)
+            texts.extend(c.text for c in r.content if isinstance(c, TextContent))
+            texts.append(json.dumps(r.structured_content))
 
-    anyio.run(main)
+    run_bridge(socket_path, cwd, body)
     texts.append((cwd / "bridge.err").read_text())
     out = "\n".join(texts)
     assert "[REDACTED:" in out  # the planted rows came back, redacted

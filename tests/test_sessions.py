@@ -8,8 +8,6 @@ the daemon and the CLI are exercised end to end.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -318,68 +316,50 @@ def test_sessions_through_the_daemon(short_tmp: Path) -> None:
             c.call(Sitrep(workspace="w", budget=10))
 
 
-def _cli(
-    d: Daemon,
-    *args: str,
-    stdin: str | None = None,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reverie", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-        env={**d.environ(), **(env or {})},
-        cwd=cwd,
-    )
-
-
 def test_cli_sessions_world_and_sitrep(daemon: Daemon, tmp_path: Path) -> None:
     project = tmp_path / "proj"
     project.mkdir()
-    out = _cli(daemon, "session", "start", "write the docs", "--harness", "cli", cwd=project)
+    out = daemon.cli("session", "start", "write the docs", "--harness", "cli", cwd=project)
     assert out.returncode == 0, out.stderr
     sid = out.stdout.strip()
     env = {"REVERIE_SESSION_ID": sid}
-    assert _cli(daemon, "session", "heartbeat", "--note", "half", env=env).returncode == 0
-    assert _cli(daemon, "session", "log", "-", stdin="a note\n", env=env).returncode == 0
-    logs = json.loads(_cli(daemon, "session", "--json", "logs", env=env).stdout)
+    assert daemon.cli("session", "heartbeat", "--note", "half", env=env).returncode == 0
+    assert daemon.cli("session", "log", "-", stdin="a note\n", env=env).returncode == 0
+    logs = json.loads(daemon.cli("session", "--json", "logs", env=env).stdout)
     assert [e["message"] for e in logs["entries"]] == ["a note\n"]
-    listed = json.loads(_cli(daemon, "session", "list", "--json", cwd=project).stdout)
+    listed = json.loads(daemon.cli("session", "list", "--json", cwd=project).stdout)
     assert [s["id"] for s in listed["sessions"]] == [sid]
     assert listed["sessions"][0]["workspace"] == f"path:{project.resolve()}"
 
     doc = tmp_path / "world.md"
     doc.write_text("# Docs\nIn progress.\n")
-    out = _cli(daemon, "world", "set", str(doc), "--if-version", "0", env=env, cwd=project)
+    out = daemon.cli("world", "set", str(doc), "--if-version", "0", env=env, cwd=project)
     assert (out.returncode, out.stdout) == (0, "world state version 1\n"), out.stderr
-    shown = _cli(daemon, "world", cwd=project)
+    shown = daemon.cli("world", cwd=project)
     assert shown.stdout == "# Docs\nIn progress.\n"
-    stale_write = _cli(daemon, "world", "set", "-", "--if-version", "0", stdin="x", cwd=project)
+    stale_write = daemon.cli("world", "set", "-", "--if-version", "0", stdin="x", cwd=project)
     assert stale_write.returncode == 5 and "at version 1, not 0" in stale_write.stderr
-    world_json = json.loads(_cli(daemon, "world", "show", "--json", cwd=project).stdout)
+    world_json = json.loads(daemon.cli("world", "show", "--json", cwd=project).stdout)
     assert world_json["updated_by"] == sid and world_json["version"] == 1
 
-    rep = _cli(daemon, "sitrep", cwd=project)
+    rep = daemon.cli("sitrep", cwd=project)
     assert "write the docs — half" in rep.stdout and "# Docs" in rep.stdout
-    end = _cli(daemon, "session", "end", "--summary", "docs written", env=env)
+    end = daemon.cli("session", "end", "--summary", "docs written", env=env)
     assert end.stdout == f"{sid} completed\n"
-    assert _cli(daemon, "session", "heartbeat", env=env).returncode == 5
-    recent = _cli(daemon, "session", "list", "--recent", cwd=project).stdout
+    assert daemon.cli("session", "heartbeat", env=env).returncode == 5
+    recent = daemon.cli("session", "list", "--recent", cwd=project).stdout
     assert sid in recent and "docs written" in recent
 
 
 def test_cli_errors_are_clear(daemon: Daemon, tmp_path: Path) -> None:
-    missing = _cli(daemon, "session", "heartbeat", "--session", "nope")
+    missing = daemon.cli("session", "heartbeat", "--session", "nope")
     assert missing.returncode == 4 and "no session with id 'nope'" in missing.stderr
-    no_session = _cli(daemon, "session", "end", env={"REVERIE_SESSION_ID": ""})
+    no_session = daemon.cli("session", "end", env={"REVERIE_SESSION_ID": ""})
     assert no_session.returncode == 2 and "REVERIE_SESSION_ID" in no_session.stderr
-    bad_file = _cli(daemon, "world", "set", str(tmp_path / "absent.md"))
+    bad_file = daemon.cli("world", "set", str(tmp_path / "absent.md"))
     assert bad_file.returncode == 2 and "cannot read" in bad_file.stderr
-    no_file = _cli(daemon, "world", "set")
+    no_file = daemon.cli("world", "set")
     assert no_file.returncode == 2 and "needs a FILE" in no_file.stderr
-    bad_limit = _cli(daemon, "session", "list", "--limit", "0")
+    bad_limit = daemon.cli("session", "list", "--limit", "0")
     assert bad_limit.returncode == 2, bad_limit.stderr
-    assert _cli(daemon, "world", "--version", "3").returncode == 4  # no such version
+    assert daemon.cli("world", "--version", "3").returncode == 4  # no such version

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import msgspec
-from harness import Daemon, raw_connect
+from harness import Daemon, raw_connect, record
 from reverie.rpc.framing import FrameBuffer, encode_frame
 from reverie.rpc.protocol import PROTOCOL_VERSION, Hello, Import, MemoryRecord, RawResponse
 
-NOW = dt.datetime.now(dt.UTC)
-
 
 def _records(n: int) -> list[MemoryRecord]:
-    return [
-        MemoryRecord(
-            uid=uuid.uuid4().hex,
-            workspace="bulk",
-            kind="fact",
-            content=f"bulk record {i} about subject {i % 97}",
-            created_at=NOW,
-            observed_at=NOW,
-            updated_at=NOW,
-        )
-        for i in range(n)
-    ]
+    return [record(f"bulk record {i} about subject {i % 97}", workspace="bulk") for i in range(n)]
 
 
 def _read_responses(sock: object, want: int) -> list[RawResponse]:

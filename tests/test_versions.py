@@ -4,20 +4,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import apsw
 import pytest
-from dream_store import open_db, reader, remember
+from dream_store import found, open_db, remember
 from harness import Daemon, wait_indexed
 from reverie.errors import Conflict, InvalidParams, NotFound
 from reverie.phases.deep import DeepConfig, DeepSleep
 from reverie.phases.runner import apply_plan, transact_on
 from reverie.rpc.proto_versions import Update, UpdateResult, Versions, VersionsResult
-from reverie.store import memories, search, versions
+from reverie.store import memories, versions
 from reverie.store.connection import open_connection
 
 NOW = 1_800_000_000.0
@@ -26,14 +24,6 @@ NOW = 1_800_000_000.0
 def _update(conn: apsw.Connection, mid: int, **kw: Any) -> UpdateResult:
     with conn:
         return versions.update(conn, Update(memory_id=mid, **kw), NOW)
-
-
-def _found(tmp: Path, query: str) -> list[int]:
-    conn = reader(tmp)
-    try:
-        return [h.memory.id for h in search.search(conn, query, workspace=None, limit=10)]
-    finally:
-        conn.close()
 
 
 def test_update_snapshots_the_old_row_and_reindexes(tmp_path: Path) -> None:
@@ -52,8 +42,8 @@ def test_update_snapshots_the_old_row_and_reindexes(tmp_path: Path) -> None:
     assert after.content_hash == memories.content_hash(after.content) != before.content_hash
     assert int(conn.execute("SELECT seq FROM memories WHERE id = ?", (mid,)).get) > seq0
     # Full text follows the new text only.
-    assert _found(tmp_path, "pipeline") == [mid]
-    assert _found(tmp_path, "tools") == []
+    assert found(tmp_path, "pipeline") == [mid]
+    assert found(tmp_path, "tools") == []
 
     listed = versions.list_versions(conn, mid)
     assert listed.current_version == 2 and [v.version for v in listed.versions] == [1]
@@ -91,7 +81,7 @@ def test_update_redacts_and_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     _update(conn, a, content="The staging host is stg-2 <private>root pw hunter2</private>")
     stored = str(conn.execute("SELECT content FROM memories WHERE id = ?", (a,)).get)
     assert "hunter2" not in stored and "stg-2" in stored
-    assert _found(tmp_path, "hunter2") == []
+    assert found(tmp_path, "hunter2") == []
 
     with pytest.raises(InvalidParams):
         _update(conn, a, content="<private>only a secret</private>")
@@ -187,17 +177,6 @@ def test_deep_sleep_prunes_beyond_the_count_and_age_and_undo_restores(tmp_path: 
     assert versions.list_versions(conn, mid).versions == []
 
 
-def _cli(d: Daemon, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reverie", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-        env=d.environ(),
-    )
-
-
 def test_update_and_versions_through_the_daemon_and_cli(daemon: Daemon, tmp_path: Path) -> None:
     with daemon.client() as c:
         mid = c.remember("The build runs on Jenkins", kind="fact").id
@@ -223,8 +202,7 @@ def test_update_and_versions_through_the_daemon_and_cli(daemon: Daemon, tmp_path
 
     f = tmp_path / "new.txt"
     f.write_text("The build runs on Buildkite")
-    out = _cli(
-        daemon,
+    out = daemon.cli(
         "update",
         str(mid),
         "--content-file",
@@ -243,11 +221,11 @@ def test_update_and_versions_through_the_daemon_and_cli(daemon: Daemon, tmp_path
         "version": 2,
         "content_hash": memories.content_hash("The build runs on Buildkite"),
     }
-    out = _cli(daemon, "update", str(mid), "--content", "x", "--content-file", str(f))
+    out = daemon.cli("update", str(mid), "--content", "x", "--content-file", str(f))
     assert out.returncode == 2 and "not both" in out.stderr
-    out = _cli(daemon, "update", str(mid))
+    out = daemon.cli("update", str(mid))
     assert out.returncode == 2 and "nothing to update" in out.stderr
-    out = _cli(daemon, "versions", str(mid), "--json")
+    out = daemon.cli("versions", str(mid), "--json")
     assert out.returncode == 0, out.stderr
     listed = json.loads(out.stdout)
     assert listed["current_version"] == 3
@@ -255,9 +233,9 @@ def test_update_and_versions_through_the_daemon_and_cli(daemon: Daemon, tmp_path
         (2, "The build runs on GitHub Actions"),
         (1, "The build runs on Jenkins"),
     ]
-    out = _cli(daemon, "versions", str(mid))
+    out = daemon.cli("versions", str(mid))
     assert out.returncode == 0 and "v2" in out.stdout and "Jenkins" in out.stdout
-    out = _cli(daemon, "versions", "9999")
+    out = daemon.cli("versions", "9999")
     assert out.returncode == 4
 
     with daemon.client() as c:
@@ -268,5 +246,5 @@ def test_update_and_versions_through_the_daemon_and_cli(daemon: Daemon, tmp_path
         c.forget(mid)
         with pytest.raises(Conflict):
             c.call(Update(memory_id=mid, importance=0.2))
-    out = _cli(daemon, "update", str(mid), "--importance", "0.3")
+    out = daemon.cli("update", str(mid), "--importance", "0.3")
     assert out.returncode == 2 and "forgotten" in out.stderr
