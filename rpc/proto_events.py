@@ -14,11 +14,16 @@ from reverie.rpc._base import Workspace, _Request
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
-class Event(Struct, forbid_unknown_fields=True, kw_only=True):
+class Event(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
     """One event as a harness saw it.
 
     ``key`` is the client's idempotency key: posting an event whose key is
     already stored (a retry, a spool drained twice) stores nothing new.
+
+    Not tracked by the cyclic GC (``gc=False``): a batch holds thousands,
+    which every collection during an ingest burst would walk, and an event
+    is never part of a cycle (its payload is a tree decoded from a frame,
+    nothing refers back to it).
     """
 
     key: Annotated[str, Meta(min_length=1, max_length=200)]

@@ -302,6 +302,11 @@ def _insert_events(conn: apsw.Connection, kept: Sequence[Prepared], now: float) 
         inserted += conn.changes()
     if not inserted:
         return {}
+    if inserted == len(kept) and last + inserted <= _ROWID_MAX:
+        # Every row went in, in order, each one id above the last (the table
+        # has no AUTOINCREMENT, nothing else writes in this transaction, and
+        # ids are below the largest integer): no need to ask for them.
+        return {p.event.key: last + n for n, p in enumerate(kept, 1)}
     pairs = conn.execute(
         "SELECT json_group_array(json_array(idem_key, id)) FROM events WHERE id > ?", (last,)
     ).get
@@ -349,7 +354,7 @@ def _insert_observations(
             seen.add((ws, known))
     rows: list[tuple[Any, ...]] = []
     seq = next_seq(conn)
-    uids = os.urandom(16 * len(wanted)).hex()  # one system call, not one per memory
+    prefix, uids = _uids(now, len(wanted))
     for n, (p, event_id) in enumerate(wanted):
         ev, obs = p.event, p.observation
         assert obs is not None
@@ -361,7 +366,7 @@ def _insert_observations(
             meta["session_id"] = ev.session_id
         rows.append(
             (
-                uids[32 * n : 32 * n + 32],
+                prefix + uids[20 * n : 20 * n + 20],
                 ev.workspace,
                 "observation",
                 obs.text,
@@ -381,6 +386,18 @@ def _insert_observations(
     for chunk in _chunks(rows):
         conn.execute(_insert_sql("memories", len(chunk)), [v for row in chunk for v in row])
     return len(rows)
+
+
+def _uids(now: float, count: int) -> tuple[str, str]:
+    """A prefix and ``count`` 20-digit suffixes (in one string) of 128-bit uids.
+
+    Time-ordered, as UUIDv7 is: 48 bits of milliseconds, then 80 random
+    bits. A batch's new uids then land together at the end of the uid
+    index, not on as many random pages of it (each of which the commit
+    rewrites): a quarter of the memory insert's cost, more as the store grows.
+    """
+    ms = int(now * 1000) & 0xFFFF_FFFF_FFFF
+    return f"{ms:012x}", os.urandom(10 * count).hex()  # one system call, not one per memory
 
 
 def _note_session(sessions: dict[str, _Seen], ev: Event, at: float) -> None:

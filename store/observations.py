@@ -233,6 +233,19 @@ _GENERIC_IMPORTANCE = 0.4
 
 def tag(prefix: str, name: str) -> str:
     """A valid tag (no whitespace or commas, at most 64 characters)."""
+    made = _tags.get((prefix, name))
+    if made is None:
+        made = _tag(prefix, name)
+        if len(_tags) >= 1024:  # event types and tool names: a few dozen in practice
+            _tags.clear()
+        _tags[prefix, name] = made
+    return made
+
+
+_tags: dict[tuple[str, str], str] = {}
+
+
+def _tag(prefix: str, name: str) -> str:
     if not (name.isprintable() and " " not in name and "," not in name):  # else: as it is
         name = "_".join(name.split()).replace(",", "_")
     return (prefix + ":" + name)[:64]

@@ -267,6 +267,12 @@ def redact_objs_deriving(
     pending: list[tuple[int, _Values, _Keys]] = []
     texts: list[str] = []
     owners: list[int] = []  # the index in ``pending`` of each text's payload
+    # A text already in ``texts`` is not scanned again (events of a session
+    # repeat strings: a PreToolUse's command in its PostToolUse): its payload
+    # is dirty if the payload that holds it first is (at worst a clean one
+    # is then redacted string by string, as a dirty one is: the same result).
+    first: dict[str, int] = {}
+    shared: list[tuple[int, int]] = []  # (owner, owner that scans the text)
     clean = _clean
     for i, obj in enumerate(objs):
         if not isinstance(obj, (dict, list, tuple)):
@@ -276,15 +282,23 @@ def redact_objs_deriving(
         out, values, keys = _copy(obj)
         text = derive(i, out)  # right if the strings set aside are clean, as they mostly are
         results.append((out, text))
-        before = len(texts)
-        texts += [v[0] for v in values]
-        texts += [k[0] for k in keys]
+        mine = [v[0] for v in values]
+        mine += [k[0] for k in keys]
         if text and text not in clean:
-            texts.append(text)
-        if len(texts) > before:
-            owners += [len(pending)] * (len(texts) - before)
+            mine.append(text)
+        if mine:
+            owner = len(pending)
             pending.append((i, values, keys))
+            for t in mine:
+                scans = first.get(t)
+                if scans is None:
+                    first[t] = owner
+                    texts.append(t)
+                    owners.append(owner)
+                elif scans != owner:
+                    shared.append((owner, scans))
     dirty = _dirty(texts, owners)
+    dirty.update([owner for owner, scans in shared if scans in dirty])
     _remember_all([t for t, owner in zip(texts, owners, strict=True) if owner not in dirty])
     for n in sorted(dirty):
         i, values, keys = pending[n]

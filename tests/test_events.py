@@ -480,6 +480,48 @@ def test_the_observation_hash_is_memories_content_hash() -> None:
         assert observation_hash(text) == content_hash(text), repr(text)
 
 
+def test_each_observation_names_its_own_event_and_uids_are_time_ordered(tmp_path: Path) -> None:
+    """store() links each memory to its event's id: with every key new (ids known
+    without asking), and with keys already stored or repeated in the batch (asked)."""
+    from reverie.store import events as store_events
+    from reverie.store.connection import open_connection
+    from reverie.store.schema import migrate
+
+    conn = open_connection(tmp_path / "e.db")
+    migrate(conn)
+
+    def run(batch: list[Event], now: float) -> PostEventsResult:
+        prepared = store_events.prepare(batch, now)
+        with conn:
+            return store_events.store(conn, prepared, now)
+
+    first = [bash(f"a{n}", f"make t{n}", f"{n} passed") for n in range(300)]
+    assert run(first, 1_800_000_000.0).observations == 300
+    # Stored keys and one repeated in the batch: some rows go in, some do not.
+    mixed = [bash(f"b{n}", f"make u{n}", f"{n} ok") for n in range(5)]
+    mixed += [first[7], bash("b2", "make again", "again"), bash("b9", "make v", "v")]
+    res = run(mixed, 1_800_000_001.0)
+    assert (res.stored, res.duplicates, res.observations) == (6, 2, 6)
+    rows = conn.execute(
+        "SELECT m.uid, m.content, m.metadata, m.provenance, e.id, e.idem_key "
+        "FROM memories m JOIN events e ON e.id = json_extract(m.metadata, '$.event_id') "
+        "ORDER BY m.id"
+    ).fetchall()
+    assert len(rows) == 306
+    command = {e.key: e.payload["tool_input"]["command"] for e in first + mixed[:5]}
+    command["b9"] = "make v"
+    for uid, content, meta, prov, event_id, key in rows:
+        assert content.startswith(f"Bash: {command[key]} ")
+        assert json.loads(prov) == {"events": [event_id]}
+        assert json.loads(meta)["event_id"] == event_id
+        assert len(uid) == 32 and int(uid, 16) >= 0
+    uids = [r[0] for r in rows]
+    assert len(set(uids)) == len(uids)
+    assert {u[:12] for u in uids[:300]} == {f"{1_800_000_000_000:012x}"}  # milliseconds first
+    assert {u[:12] for u in uids[300:]} == {f"{1_800_000_001_000:012x}"}
+    conn.close()
+
+
 def test_payload_redaction_is_exactly_redact_obj_on_the_secret_corpus() -> None:
     """The envelope memo changes the cost of redaction, never its result."""
     from reverie.store.events import prepare, redact_payload
@@ -508,6 +550,29 @@ def test_payload_redaction_is_exactly_redact_obj_on_the_secret_corpus() -> None:
         stored += p.observation.text if p.observation else ""
         for secret in case.must_remove:
             assert not leaks(secret, stored), (case.id, p.event.key)
+
+
+def test_strings_shared_across_a_batch_are_redacted_in_every_payload() -> None:
+    """A string scanned once for the batch (its first payload) is redacted in all."""
+    from reverie.store.redaction import redact
+    from reverie.store.redaction_objects import redact_obj, redact_objs_deriving
+    from test_redaction import SECRET_CASES
+
+    texts = [c.text for c in SECRET_CASES[:40]] + ["plain words", "ls -la", "npm test"]
+    payloads: list[Any] = []
+    for n in range(3 * len(texts)):
+        a, b = texts[n % len(texts)], texts[(n * 7 + 3) % len(texts)]
+        payloads.append({"command": a, "out": {"stdout": b, "list": [a, "ok"]}, b[:20]: n})
+        payloads.append({"prompt": b})  # the same strings, later, in another shape
+
+    def derive(_: int, obj: Any) -> str:
+        return json.dumps(obj, sort_keys=True)
+
+    got = redact_objs_deriving(payloads, derive)
+    for i, (obj, (out, text)) in enumerate(zip(payloads, got, strict=True)):
+        want = redact_obj(obj)
+        assert out == want, i
+        assert text == redact(derive(i, want)), i
 
 
 def _strings(value: Any) -> list[str]:
