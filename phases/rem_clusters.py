@@ -3,7 +3,7 @@
 Clusters. Two active memories of a workspace are *related* when their
 cosine is >= `cluster_threshold` and they share at least
 `cluster_min_shared_words` content words, at least `cluster_min_jaccard` of
-their union (rem.py's lexical features): the vector finds the neighbours,
+their union (rem_rules.py's lexical features): the vector finds the neighbours,
 the words confirm them. A cluster is a connected component of that
 relation over the memories that survive this plan (a merged or superseded
 source counts as its survivor). The candidates come from REM's own
@@ -71,7 +71,12 @@ class Member:
     observed_at: float
 
 
-class _Find:
+class UnionFind:
+    """Union-find over ints (memory ids); a set's root is its smallest member.
+
+    REM's merge and supersession groups (rem.py) and its clusters use it.
+    """
+
     def __init__(self) -> None:
         self.parent: dict[int, int] = {}
 
@@ -88,6 +93,13 @@ class _Find:
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
 
+    def groups(self, members: set[int]) -> list[list[int]]:
+        """The sets of two or more of `members`, each sorted, by smallest member."""
+        out: dict[int, list[int]] = {}
+        for m in sorted(members):
+            out.setdefault(self.find(m), []).append(m)
+        return [g for g in out.values() if len(g) > 1]
+
 
 # Pairs (id, id) of related memories with a member among `ids` (survivor ids).
 Expand = Callable[[list[int]], Iterable[tuple[int, int]]]
@@ -103,7 +115,7 @@ def components(
     components of 2 .. max_size members, and how many grew past max_size
     (those are not expanded further).
     """
-    uf = _Find()
+    uf = UnionFind()
     nodes: set[int] = set()
     for a, b in edges:
         uf.union(a, b)

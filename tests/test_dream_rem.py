@@ -21,7 +21,8 @@ from dream_store import DAY, dump, memory_state, open_db, reader, remember, seqs
 from harness import Daemon, wait_indexed
 from reverie.phases import ledger
 from reverie.phases.ops_rem import MergeDuplicates, Supersede
-from reverie.phases.rem import Rem, RemConfig, classify, features
+from reverie.phases.rem import Rem, RemConfig
+from reverie.phases.rem_rules import classify, features
 from reverie.phases.runner import apply_plan, transact_on
 from reverie.phases.undo import undo
 from reverie.rpc.proto_dreams import DreamsRun, DreamsRunResult, DreamsUndo, UndoReport
