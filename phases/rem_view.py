@@ -188,10 +188,3 @@ def rem_summaries(conn: apsw.Connection) -> dict[str, dict[int, frozenset[int]]]
         out.setdefault(str(ws), {})[int(sid)] = frozenset(int(m) for m in mids)
     return out
 
-
-def provenance_sources(conn: apsw.Connection, memory_id: int) -> list[int]:
-    """The memories a survivor absorbed (merged_from and supersedes), for reachability."""
-    prov = json.loads(
-        str(conn.execute("SELECT provenance FROM memories WHERE id = ?", (memory_id,)).get)
-    )
-    return [int(x) for k in ("merged_from", "supersedes") for x in prov.get(k, [])]
