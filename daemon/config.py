@@ -94,6 +94,10 @@ class IndexConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_default
     # the catch-up: a restart after a crash redoes at most this much of the
     # index's work.
     save_interval_s: Annotated[float, Meta(gt=0)] = 60.0
+    # Write the saved index from a forked child: hnswlib holds the GIL while it
+    # writes (0.5 s at 100k vectors), which would stall the whole daemon.
+    # false: write in process (also the fallback when fork is refused).
+    fork_save: bool = True
     batch: Annotated[int, Meta(ge=16, le=65536)] = 1024
     # The index yields to foreground writes: it catches up once writes pause
     # for delay_s, and at the latest max_lag_s after the first pending write.

@@ -36,15 +36,19 @@ writes and bad sectors, not an adversary who can already write the data dir.
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 import os
 import re
 import secrets
 import shutil
+import signal
 import struct
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, NoReturn, Protocol
 
 import msgspec
 import numpy as np
@@ -61,6 +65,7 @@ from reverie.store.durable import (
 )
 
 __all__ = [
+    "FORK_MIN_BYTES",
     "FORMAT_VERSION",
     "MAGIC",
     "NAME_PATTERN",
@@ -71,6 +76,7 @@ __all__ = [
     "IndexHeader",
     "Saved",
     "Snapshot",
+    "Writer",
     "check_header",
     "check_layout",
     "check_name",
@@ -81,9 +87,12 @@ __all__ = [
     "read_saved",
     "remove_stale",
     "save_index",
+    "start_write",
     "verified_path",
     "write_header",
 ]
+
+log = logging.getLogger("reverie.store.index_file")
 
 MAGIC = "reverie-hnsw"
 FORMAT_VERSION = 1
@@ -415,3 +424,130 @@ def _committed(directory: Path, name: str) -> set[str]:
     except (CorruptIndex, StorageError):
         return set()
     return {header.data.name, header.ids.name}
+
+
+# -- writing hnswlib's file from a forked child --------------------------------
+#
+# hnswlib 0.8's save_index() holds the GIL for its whole write (0.48 s at
+# 100k vectors, 4.6 s at 1M): the event loop, the SQLite writer thread and
+# every search wait. So the file is written by a forked child instead: the
+# caller forks while it holds the index's read lock (no insertion in progress,
+# the graph's memory consistent), releases the lock as soon as fork returns
+# (copy-on-write keeps the child's snapshot), and waits for the child with the
+# GIL released. The rest of the save (checksum, fsync, rename, header) is the
+# parent's, exactly as for an in-process write, so the format and the crash
+# safety do not change.
+#
+# Why the child is safe although the daemon has threads (only the forking
+# thread exists in the child, and any lock another thread held at fork stays
+# held there forever):
+# - glibc's fork() takes malloc's arena locks and stdio's list lock around
+#   the fork and resets them in the child, so allocating and fopen() (which
+#   libstdc++'s ofstream uses) work there.
+# - hnswlib's HierarchicalNSW::saveIndex (hnswalg.h) takes no lock at all: it
+#   opens an ofstream, writes the header fields, data_level0_memory_ and each
+#   element's link list, and closes the file; the binding's saveIndex calls it
+#   directly. The label and link-list mutexes it leaves alone are the ones an
+#   insertion would hold, and the read lock excludes insertions at fork time.
+# - The child runs only CPython's own after-fork code, save_index and
+#   os._exit: no Python cleanup, no atexit, no flush of inherited buffers, no
+#   socket or SQLite call. The garbage collector is off across the fork, so no
+#   finalizer (an APSW connection's, say) can run in the child, and the
+#   other threads' frames are not cleared there (checked on CPython 3.11: an
+#   object only another thread's frame holds is not finalized). The signals
+#   that would reach the daemon's handlers (and trio's wakeup socket, shared
+#   with the parent) get their default action back first.
+# - A child that hangs anyway (a lock we did not foresee) is killed after
+#   WRITE_TIMEOUT_S plus a generous time per byte, and the save fails like a
+#   failed write: the previous save stays, the next interval retries.
+#
+# Cost, measured at 100k vectors (tests/bench/bench_save_stall.py, a busy
+# 2-core machine): fork() holds the GIL while the kernel copies the page
+# tables, 2-5 ms for a process of 226 MiB (up to 15 ms when the cores are
+# busy); the longest gap a thread ticking every 1 ms sees during a save falls
+# from 54-570 ms (in process) to 6-15 ms. Memory: pages the parent writes
+# while the child lives are copied, which is little, since nothing inserts
+# into the index meanwhile (the indexer's own thread is the one waiting) and
+# searches only read the graph. An index smaller than
+# FORK_MIN_BYTES is written in process: writing it costs less than forking.
+
+FORK_MIN_BYTES = 4 << 20  # about where writing costs the stall of a fork (5-10 ms)
+WRITE_TIMEOUT_S = 120.0
+WRITE_BYTES_PER_S = 20e6  # a floor far below any disk's: only a hung child gets killed
+
+# CPython 3.12+ warns on fork() in a process with threads; the child above is
+# built for exactly that, so the warning would only be noise in the log.
+warnings.filterwarnings(
+    "ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning
+)
+
+
+class _Hnsw(Protocol):
+    def save_index(self, path: str) -> None: ...
+
+
+class Writer(NamedTuple):
+    """A child writing hnswlib's file; `wait` for it after releasing the locks."""
+
+    pid: int
+    path: Path
+    size: int
+
+    def wait(self) -> None:
+        """Return when the child has written the file; StorageError if it failed."""
+        deadline = time.monotonic() + WRITE_TIMEOUT_S + self.size / WRITE_BYTES_PER_S
+        pause = 0.001
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)  # the GIL is free while we sleep
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+                _, status = os.waitpid(self.pid, 0)
+                raise StorageError(f"writing {self.path} took too long; the writer was killed")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        code = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
+        if code != 0:
+            raise StorageError(f"the process writing {self.path} failed (status {code})")
+
+
+_fork_failed = False
+
+
+def start_write(index: _Hnsw, path: Path, size: int) -> Writer | None:
+    """Fork a child that writes `index` to `path`; None if fork is refused (say so once).
+
+    Call it holding the index's read lock; release the lock, then `wait`.
+    """
+    global _fork_failed
+    enabled = gc.isenabled()
+    gc.disable()  # no finalizer may run in the child; it stays off there
+    try:
+        pid = os.fork()
+    except OSError as e:  # ENOMEM, EAGAIN, a seccomp filter's EPERM
+        if enabled:
+            gc.enable()
+        if not _fork_failed:
+            _fork_failed = True
+            log.warning("cannot fork to save the vector index (%s): saving in process", e)
+        return None
+    if pid == 0:
+        _child(index, str(path))  # never returns
+    if enabled:
+        gc.enable()
+    return Writer(pid=pid, path=path, size=size)
+
+
+def _child(index: _Hnsw, path: str) -> NoReturn:
+    code = 1
+    try:
+        with contextlib.suppress(ValueError, OSError):
+            signal.set_wakeup_fd(-1)  # never write to the parent's wakeup socket
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+        index.save_index(path)
+        code = 0
+    finally:
+        os._exit(code)

@@ -34,9 +34,10 @@ in progress, and one that falls due while a burst defers the catch-up is made
 then. A save writes the vectors computed since the last one to SQLite, then
 the index and the workspace indexes with the `seq` they reflect; it runs in
 the indexer's task, so nothing changes the index meanwhile, and searches go
-on (it shares the index's lock with them; see vector_index.py), except that
-hnswlib (0.8) holds the GIL while it writes its file: about 0.5 s at 100k
-vectors, during which every thread of the daemon waits.
+on (it shares the index's lock with them; see vector_index.py). hnswlib (0.8)
+holds the GIL while it writes its file (about 0.5 s at 100k vectors, during
+which every thread of the daemon would wait), so large indexes are written
+by a forked child (index_file.start_write, ``[index] fork_save``).
 tests/test_index_save.py checks the cadence under such a stream and a crash.
 """
 
@@ -347,7 +348,11 @@ class Indexer:
         # the index on: 15,500/s with two, 17,900/s with one). A rebuild,
         # which nobody waits on, uses REBUILD_THREADS.
         return HnswParams(
-            m=self.cfg.m, ef_construction=self.cfg.ef_construction, ef=self.cfg.ef, threads=1
+            m=self.cfg.m,
+            ef_construction=self.cfg.ef_construction,
+            ef=self.cfg.ef,
+            threads=1,
+            fork_save=self.cfg.fork_save,
         )
 
     def _load(self, embedder: Embedder) -> _Generation | None:

@@ -36,8 +36,10 @@ a waiting writer holds off new searches so that it cannot starve. A save
 only reads the graph, so while hnswlib writes its file the save shares the
 lock with searches and holds the ``_maintenance`` lock, which every writer
 takes *before* asking for the exclusive lock: a writer arriving then waits
-on ``_maintenance`` without holding off searches. Checksums, fsyncs and the
-header commit happen after both locks are released.
+on ``_maintenance`` without holding off searches. A large index is written
+by a forked child (index_file.start_write: hnswlib holds the GIL while it
+writes), and both locks are released as soon as fork returns. Checksums,
+fsyncs and the header commit happen after both locks are released.
 
 Every call blocks; from trio, run them with ``trio.to_thread.run_sync``.
 
@@ -101,6 +103,7 @@ import numpy as np
 import numpy.typing as npt
 from reverie.errors import StorageError, StorageFull
 from reverie.store.index_file import (
+    FORK_MIN_BYTES,
     CorruptIndex,
     GraphFacts,
     IndexHeader,
@@ -108,6 +111,7 @@ from reverie.store.index_file import (
     prepare_data_file,
     read_saved,
     save_index,
+    start_write,
 )
 from reverie.store.index_search import EMPTY, Allowed, Neighbours, filtered, nearest, neighbours
 from reverie.store.rwlock import RWLock
@@ -145,6 +149,9 @@ class HnswParams:
     threads: int = 2
     capacity: int = 1024
     seed: int = 100
+    # Write saved files from a forked child (index_file.start_write): a save
+    # then stalls the process's other threads for the fork, not the write.
+    fork_save: bool = True
 
     def __post_init__(self) -> None:
         if self.m < 2 or self.ef_construction < 1 or self.ef < 1:
@@ -437,13 +444,25 @@ class VectorIndex:
             return save_index(directory, name, seq, facts, self._dump)
 
     def _dump(self, directory: Path, data_tmp: Path) -> Snapshot:
-        """hnswlib's file and a snapshot of the live ids, with no writer running."""
+        """hnswlib's file and a snapshot of the live ids, with no writer running.
+
+        A large index is written by a forked child (see index_file.start_write):
+        the locks are held only until fork returns, and the wait that follows
+        releases the GIL. A small one, or where fork is refused, is written here.
+        """
         with self._maintenance, self._lock.read():
             expected = int(self._index.index_file_size())
             ids = np.fromiter(self._live, np.int64, len(self._live))
+            elements = int(self._index.element_count)
             prepare_data_file(directory, data_tmp, expected + 8 * len(ids))
-            self._index.save_index(str(data_tmp))
-            return Snapshot(ids=ids, elements=int(self._index.element_count), size=expected)
+            writer = None
+            if self._params.fork_save and expected >= FORK_MIN_BYTES:
+                writer = start_write(self._index, data_tmp, expected)
+            if writer is None:
+                self._index.save_index(str(data_tmp))
+        if writer is not None:
+            writer.wait()
+        return Snapshot(ids=ids, elements=elements, size=expected)
 
     @classmethod
     def load(

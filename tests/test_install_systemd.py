@@ -260,6 +260,22 @@ os.execv(sys.argv[2], sys.argv[2:])
 """
 
 
+FORK_SAVE_PROBE = """
+import sys
+from pathlib import Path
+import numpy as np
+from reverie.store import index_file
+from reverie.store.vector_index import VectorIndex
+index = VectorIndex(8, model_id="m")
+index.add(np.arange(10), np.random.default_rng(1).random((10, 8)))
+writer = index_file.start_write(index._index, Path(sys.argv[1]) / "probe.bin", 0)
+assert writer is not None, "fork refused"
+writer.wait()
+VectorIndex(8, model_id="m")._index.load_index(str(Path(sys.argv[1]) / "probe.bin"))
+print("forked")
+"""
+
+
 def syscall_groups() -> dict[str, list[str]]:
     assert ANALYZE is not None
     out = subprocess.run([ANALYZE, "syscall-filter"], capture_output=True, text=True).stdout
@@ -327,6 +343,13 @@ def test_daemon_runs_under_the_units_seccomp_sandbox(short_tmp: Path) -> None:
             text=True,
         )
         assert probe.returncode != 0 and "Operation not permitted" in probe.stderr
+        # Index saves fork a writer child (index_file.start_write): the filter allows it.
+        probe = subprocess.run(
+            [*cmd, sys.executable, "-c", FORK_SAVE_PROBE, str(short_tmp)],
+            capture_output=True,
+            text=True,
+        )
+        assert probe.returncode == 0 and "forked" in probe.stdout, probe.stderr
     finally:
         proc.terminate()
         assert proc.wait(30) == 0, (short_tmp / "log").read_text()

@@ -756,3 +756,94 @@ def test_a_progress_callback_can_abandon_a_build() -> None:
             total=3000,
             progress=progress,
         )
+
+
+# -- saving from a forked child (index_file.start_write) ----------------------------------------
+
+
+@pytest.fixture
+def fork_always(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Fork for any size of index; records the pid of each writer child."""
+    from reverie.store import index_file, vector_index
+
+    monkeypatch.setattr(vector_index, "FORK_MIN_BYTES", 0)
+    monkeypatch.setattr(index_file, "_fork_failed", False)
+    pids: list[int] = []
+    real = index_file.start_write
+
+    def spy(index: Any, path: Path, size: int) -> Any:
+        writer = real(index, path, size)
+        if writer is not None:
+            pids.append(writer.pid)
+        return writer
+
+    monkeypatch.setattr(vector_index, "start_write", spy)
+    return pids
+
+
+def test_a_forked_save_writes_what_an_in_process_save_writes(
+    tmp_path: Path, fork_always: list[int]
+) -> None:
+    index, _ = small_index(1500)
+    index.remove(np.arange(0, 1500, 10))
+    forked, local = tmp_path / "forked", tmp_path / "local"
+    index.save(forked, seq=3)
+    assert len(fork_always) == 1 and fork_always[0] != os.getpid()
+    index._params = HnswParams(fork_save=False)
+    index.save(local, seq=3)
+    assert len(fork_always) == 1  # fork_save=False writes in process
+    a = json.loads((forked / "vectors.json").read_text())
+    b = json.loads((local / "vectors.json").read_text())
+    assert a["data"]["size"] == b["data"]["size"] and a["data"]["crc32"] == b["data"]["crc32"]
+    assert a["ids"]["crc32"] == b["ids"]["crc32"]
+    one, _ = VectorIndex.load(forked, "test-model", DIM)
+    two, _ = VectorIndex.load(local, "test-model", DIM)
+    assert one.ids().tolist() == two.ids().tolist() == index.ids().tolist()
+    for q in vectors(30, seed=5):
+        assert one.query(q, 10).ids.tolist() == two.query(q, 10).ids.tolist()
+
+
+def test_a_refused_fork_falls_back_to_an_in_process_save_and_says_so_once(
+    tmp_path: Path, fork_always: list[int], monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    import errno
+
+    def refuse() -> int:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    index, _ = small_index(500)
+    with caplog.at_level("WARNING", logger="reverie.store.index_file"):
+        index.save(tmp_path, seq=1)
+        index.save(tmp_path, seq=2)
+    warned = [r for r in caplog.records if "cannot fork" in r.getMessage()]
+    assert len(warned) == 1 and fork_always == []
+    loaded, header = VectorIndex.load(tmp_path, "test-model", DIM)
+    assert header.seq == 2 and loaded.ids().tolist() == index.ids().tolist()
+
+
+@pytest.mark.parametrize("death", ["exit", "signal"])
+def test_a_writer_child_that_fails_leaves_the_previous_save(
+    tmp_path: Path, fork_always: list[int], monkeypatch: pytest.MonkeyPatch, death: str
+) -> None:
+    from reverie.store import index_file
+
+    index, _ = small_index(500)
+    index.save(tmp_path, seq=1)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def dying_child(hnsw: Any, path: str) -> None:  # runs in the forked child only
+        if death == "signal":
+            os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(3)
+
+    monkeypatch.setattr(index_file, "_child", dying_child)
+    index.add([9000], vectors(1, seed=3))
+    with pytest.raises(StorageError, match="failed"):
+        index.save(tmp_path, seq=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no orphan left behind
+    loaded, header = VectorIndex.load(tmp_path, "test-model", DIM)
+    assert header.seq == 1 and not loaded.contains(9000)
+    monkeypatch.undo()
+    index.save(tmp_path, seq=2)  # the next save works
+    assert VectorIndex.load(tmp_path, "test-model", DIM)[1].seq == 2
