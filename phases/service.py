@@ -210,7 +210,9 @@ class Dreams:
     ) -> DreamsRunResult:
         name, impl = self.phase(phase)
         self._refuse_if_stopping()
-        cancel = Cancel()
+        # A run is background work: paced (phases/cancel.py) so that requests
+        # keep the GIL and the cores; a dry run has a caller waiting for it.
+        cancel = Cancel(pace=not dry_run)
         if dry_run:
             now = self.clock()
             plan = await self._watched(
@@ -262,13 +264,22 @@ class Dreams:
                 def check(conn: apsw.Connection) -> bool:
                     # Fencing, and a stop on shutdown (Cancelled, a ReverieError):
                     # the batch in flight rolls back and the run ends as failed.
-                    cancel.check()
+                    cancel.check_now()  # inside the writer's transaction: no pause here
                     return held.check(conn, clock())
+
+                def transact(fn: Callable[[apsw.Connection], T]) -> T:
+                    # A batch's work is the writer thread's: pause as long as it
+                    # took (at most 0.1 s), outside the transaction, so that the
+                    # batches take at most half of the writer and of the GIL.
+                    began = time.monotonic()
+                    value = writer.run_sync(fn)
+                    cancel.pause(time.monotonic() - began)
+                    return value
 
                 def apply() -> RunReport:
                     return apply_plan(
                         plan,
-                        transact=writer.run_sync,
+                        transact=transact,
                         check=check,
                         trigger=trigger,
                         data_dir=data_dir,

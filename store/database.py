@@ -41,6 +41,12 @@ DB_FILENAME = "reverie.db"
 RECALL_IDLE_S = 0.2  # recalls are written once searches pause this long
 RECALL_MAX_DELAY_S = 10.0  # or this long after the oldest one waiting
 RECALL_JOB = 32  # searches' recalls per writer job
+# Or once this many searches' recalls wait: under a steady stream of searches
+# (never quiet) the backlog of RECALL_MAX_DELAY_S was written in one go every
+# 10 s (500 searches at 50/s: 0.2-0.6 s of the writer's and the GIL's time,
+# the p99 of every request of tests/bench/bench_load.py). A few jobs every
+# couple of seconds spread the same work out.
+RECALL_FLUSH_AT = 4 * RECALL_JOB
 log = logging.getLogger("reverie.store.database")
 
 
@@ -58,6 +64,9 @@ class Database:
         self._recalls: list[tuple[str, list[tuple[int, float]]]] = []
         self._recall_flush_pending = False
         self._recalls_since = self._last_recall = 0.0
+        self._recalls_flushing: list[tuple[str, list[tuple[int, float]]]] = []
+        self.recalls_writing = False  # a flush's jobs are being written (tests wait on it)
+        self._recalls_full = trio.Event()  # RECALL_FLUSH_AT recalls wait
 
     @classmethod
     def open_blocking(cls, data_dir: Path, **kwargs: object) -> Database:
@@ -82,7 +91,8 @@ class Database:
         return await trio.to_thread.run_sync(lambda: cls.open_blocking(data_dir, **kwargs))
 
     def close_blocking(self) -> None:
-        batch, self._recalls = self._recalls, []
+        batch = self._recalls_flushing + self._recalls  # a flush cut short, and the rest
+        self._recalls, self._recalls_flushing = [], []
         if batch:
             try:
                 self._writer.run_sync(lambda c: recalls.record_many(c, batch))
@@ -161,9 +171,10 @@ class Database:
         recording them is random-page writes (about 15 us of CPU a hit, plus
         the WAL they fill). So they wait in memory for a quiet moment: written
         once no search has come for RECALL_IDLE_S, or RECALL_MAX_DELAY_S after
-        the oldest at the latest, in small writer jobs, and at close. Under a
-        stream of searches that keeps the bookkeeping off their tail latency;
-        a crash loses at most RECALL_MAX_DELAY_S of recalls.
+        the oldest at the latest, or once RECALL_FLUSH_AT searches' wait, in
+        small writer jobs one after the other, and at close. Under a stream of
+        searches that keeps the bookkeeping off their tail latency; a crash
+        loses at most RECALL_MAX_DELAY_S of recalls.
         """
         if not hits:
             return
@@ -172,30 +183,43 @@ class Database:
             self._recalls_since = now
         self._recalls.append((recalls.query_hash(query), hits))
         self._last_recall = now
+        if len(self._recalls) >= RECALL_FLUSH_AT:
+            self._recalls_full.set()
         if not self._recall_flush_pending:
             self._recall_flush_pending = True
             trio.lowlevel.spawn_system_task(self._flush_recalls_when_quiet)
 
     async def _flush_recalls_when_quiet(self) -> None:
-        while True:
-            quiet_at = self._last_recall + RECALL_IDLE_S
-            await trio.sleep_until(min(quiet_at, self._recalls_since + RECALL_MAX_DELAY_S))
-            now = trio.current_time()
-            if now >= self._last_recall + RECALL_IDLE_S or (
-                now >= self._recalls_since + RECALL_MAX_DELAY_S
-            ):
-                break
+        while self._recalls:
+            while not self._recalls_full.is_set():
+                quiet_at = self._last_recall + RECALL_IDLE_S
+                with trio.move_on_at(min(quiet_at, self._recalls_since + RECALL_MAX_DELAY_S)):
+                    await self._recalls_full.wait()
+                now = trio.current_time()
+                if now >= self._last_recall + RECALL_IDLE_S or (
+                    now >= self._recalls_since + RECALL_MAX_DELAY_S
+                ):
+                    break
+            batch, self._recalls = self._recalls, []
+            self._recalls_full = trio.Event()
+            self._recalls_flushing = batch  # close_blocking writes what is left of it
+            # Small jobs, one at a time, so that other writes interleave. Queued
+            # all at once they joined one writer group (up to 512 jobs, one
+            # transaction): 10 s of recalls under 50 searches/s took 0.3-0.4 s to
+            # write, and every remember and post_events queued behind them waited
+            # for that commit (p99 ~300 ms in bench_load.py). One job at a time, a
+            # write waits at most for one job (a few ms). Recalls that arrive
+            # meanwhile are the next round's (this task stays the only flusher).
+            self.recalls_writing = True
+            while batch:
+                part = batch[:RECALL_JOB]
+                del batch[:RECALL_JOB]
+                try:
+                    await self._writer.run(functools.partial(recalls.record_many, batch=part))
+                except ReverieError as e:
+                    log.warning("recording recalls failed: %s", e.message)
+            self.recalls_writing = False
         self._recall_flush_pending = False
-        batch, self._recalls = self._recalls, []
-
-        def done(result: outcome.Outcome[object]) -> None:
-            if isinstance(result, outcome.Error):
-                log.warning("recording recalls failed: %s", result.error)
-
-        # Small jobs, so that a search's reads and other writes interleave.
-        for start in range(0, len(batch), RECALL_JOB):
-            part = batch[start : start + RECALL_JOB]
-            self._writer.submit(functools.partial(recalls.record_many, batch=part), done)
 
     async def max_seq(self) -> int:
         return await self.read(vectors.max_seq)

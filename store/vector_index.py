@@ -332,6 +332,24 @@ class VectorIndex:
             raise StorageError(f"vector index refused an insertion: {e}") from e
         self._live.update(labels.tolist())
 
+    def holds(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """For each id: whether the index already holds exactly this vector for it.
+
+        Under the shared lock (searches go on), unlike the same check `add`
+        makes under the exclusive one: the indexer drops those rows first.
+        """
+        labels = np.asarray(ids, dtype=np.int64).reshape(-1)
+        rows = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(labels), -1)
+        out = np.zeros(len(labels), dtype=np.bool_)
+        if len(labels) == 0 or rows.shape[1] != self._dim:
+            return out
+        with self._lock.read():
+            live = [i for i, x in enumerate(labels.tolist()) if x in self._live]
+            changed = set(self._changed(labels, rows, live))
+        for i in live:
+            out[i] = i not in changed
+        return out
+
     def _changed(self, labels: Ids, rows: Floats, present: list[int]) -> list[int]:
         """Those of `present` (live labels) whose vector differs from the graph's copy.
 

@@ -10,7 +10,12 @@ from pathlib import Path
 import trio
 import trio.testing
 from reverie.rpc.protocol import Remember
-from reverie.store.database import RECALL_IDLE_S, RECALL_MAX_DELAY_S, Database
+from reverie.store.database import (
+    RECALL_FLUSH_AT,
+    RECALL_IDLE_S,
+    RECALL_MAX_DELAY_S,
+    Database,
+)
 
 
 def recall_counts(db: Database) -> list[tuple[int, int, int]]:
@@ -22,11 +27,13 @@ def recall_counts(db: Database) -> list[tuple[int, int, int]]:
     )
 
 
-async def advance(clock: trio.testing.MockClock, seconds: float) -> None:
+async def advance(db: Database, clock: trio.testing.MockClock, seconds: float) -> None:
     await trio.testing.wait_all_tasks_blocked()  # the flush task is asleep
     clock.jump(seconds)
     await trio.sleep(0)  # the run loop sees the deadline pass
     await trio.testing.wait_all_tasks_blocked()
+    while db.recalls_writing:  # a flush began: its jobs go to the writer one by one
+        await trio.sleep(0)
 
 
 def test_recalls_are_written_once_searches_pause(tmp_path: Path) -> None:
@@ -40,9 +47,9 @@ def test_recalls_are_written_once_searches_pause(tmp_path: Path) -> None:
             db.record_recalls("alpha", [(a, 1.0)])
             db.record_recalls("ALPHA ", [(a, 0.9), (b, 0.5)])
             db.record_recalls("beta", [(b, 1.0)])
-            await advance(clock, RECALL_IDLE_S / 2)
+            await advance(db, clock, RECALL_IDLE_S / 2)
             assert await trio.to_thread.run_sync(recall_counts, db) == [(a, 0, 0), (b, 0, 0)]
-            await advance(clock, RECALL_IDLE_S)
+            await advance(db, clock, RECALL_IDLE_S)
             got = await trio.to_thread.run_sync(recall_counts, db)
             # "alpha" and "ALPHA " are one query; b was found by two.
             assert got == [(a, 2, 1), (b, 2, 2)]
@@ -64,12 +71,12 @@ def test_a_stream_of_searches_still_writes_within_the_max_delay(tmp_path: Path) 
             while n * step < RECALL_MAX_DELAY_S - step:
                 db.record_recalls(f"query {n}", [(mid, 1.0)])
                 n += 1
-                await advance(clock, step)
+                await advance(db, clock, step)
             assert await trio.to_thread.run_sync(recall_counts, db) == [(mid, 0, 0)]
             db.record_recalls(f"query {n}", [(mid, 1.0)])
             n += 1
             # Still not quiet, but the oldest has now waited RECALL_MAX_DELAY_S.
-            await advance(clock, RECALL_IDLE_S * 0.9)
+            await advance(db, clock, RECALL_IDLE_S * 0.9)
             assert await trio.to_thread.run_sync(recall_counts, db) == [(mid, n, n)]
         finally:
             await db.close()
@@ -95,3 +102,26 @@ def test_close_writes_what_is_still_buffered(tmp_path: Path) -> None:
             await db.close()
 
     assert trio.run(reopen) == [(mid, 1, 1)]
+
+
+def test_a_backlog_of_recalls_is_written_without_waiting_for_quiet(tmp_path: Path) -> None:
+    # Under a steady stream of searches the backlog is written in parts of
+    # RECALL_FLUSH_AT, not all at once every RECALL_MAX_DELAY_S.
+    clock = trio.testing.MockClock()
+
+    async def main() -> None:
+        db = await Database.open(tmp_path)
+        try:
+            mid = (await db.remember(Remember(content="delta note"))).id
+            for n in range(RECALL_FLUSH_AT - 1):
+                db.record_recalls(f"query {n}", [(mid, 1.0)])
+            await advance(db, clock, RECALL_IDLE_S / 2)
+            assert await trio.to_thread.run_sync(recall_counts, db) == [(mid, 0, 0)]
+            db.record_recalls("one more", [(mid, 1.0)])
+            await advance(db, clock, 0)  # no time passes: the count alone starts it
+            n = RECALL_FLUSH_AT
+            assert await trio.to_thread.run_sync(recall_counts, db) == [(mid, n, n)]
+        finally:
+            await db.close()
+
+    trio.run(main, clock=clock)

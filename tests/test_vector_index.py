@@ -569,6 +569,28 @@ def test_rwlock_waiting_writer_holds_off_new_readers() -> None:
     assert order == ["writer", "reader"]
 
 
+def test_rwlock_waiting_readers_go_before_the_next_write() -> None:
+    # The indexer takes the write lock once per chunk of a catch-up batch, back
+    # to back: the searches waiting meanwhile must get in between two holds.
+    lock = RWLock()
+    order: list[str] = []
+
+    def reader() -> None:
+        with lock.read():
+            order.append("reader")
+
+    with lock.write():
+        r = threading.Thread(target=reader)
+        r.start()
+        deadline = time.monotonic() + 5
+        while lock.readers_waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)  # polling for a state, not timing anything
+    with lock.write():  # at once, before the reader thread has run
+        order.append("writer")
+    r.join(5)
+    assert order == ["reader", "writer"]
+
+
 class Watched:
     """Forwards to the real hnswlib index and counts calls that overlap a write."""
 
