@@ -121,8 +121,9 @@ def test_sigterm_while_rem_plans(short_tmp: Path) -> None:
 
     assert code == 0, d.log()
     # The bound is on shutdown behaviour, not speed: without the cancel flag the
-    # daemon waited for the whole plan (or past the grace period).
-    assert stop_s < full / 3, f"stopped in {stop_s:.1f} s; the plan takes {full:.1f} s"
+    # daemon waited for the rest of the plan (at least 0.9 of it: SIGTERM comes at
+    # most a tenth in) and then applied it; the ledger below proves the interruption.
+    assert stop_s < 0.75 * full, f"stopped in {stop_s:.1f} s; the plan takes {full:.1f} s"
     assert stop_s < GRACE_S, f"stopped in {stop_s:.1f} s, past the {GRACE_S} s grace period"
     assert len(out) == 1 and isinstance(out[0], ShuttingDown), out
     assert "interrupted by shutdown" in str(out[0])
@@ -153,7 +154,7 @@ def test_sigterm_while_rem_plans(short_tmp: Path) -> None:
     thread.join(30)
     print(f"rem dry run: SIGTERM mid-plan -> exit in {stop_s:.2f} s")
     assert code == 0, d.log()
-    assert stop_s < full / 3, f"stopped in {stop_s:.1f} s; the plan takes {full:.1f} s"
+    assert stop_s < 0.75 * full, f"stopped in {stop_s:.1f} s; the plan takes {full:.1f} s"
     assert len(out) == 1 and isinstance(out[0], ShuttingDown), out
     with _db(d) as conn:
         statuses = conn.execute("SELECT phase, status FROM dream_runs ORDER BY id").fetchall()
