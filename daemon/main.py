@@ -29,6 +29,7 @@ from reverie.daemon.config_sources import (  # config (issue 6): sources, reload
     reloadable,
 )
 from reverie.daemon.listen import access, bind_unix_socket
+from reverie.daemon.metrics import METRICS  # dreams pace while clients are served
 from reverie.daemon.server import Server
 from reverie.daemon.spool_drain import SpoolDrainer
 from reverie.daemon.systemd import Notifier, activated_socket, watchdog_interval, watchdog_loop
@@ -132,6 +133,7 @@ class _Daemon:
             written=ix0.notify if ix0 is not None else lambda: None,
             rem_index=ix0.view if ix0 is not None else None,  # REM: neighbours by vector
             on_status=self._dream_status,
+            busy=METRICS.serving,  # dreams pace themselves only while clients are served
         )
         dispatcher = Dispatcher(
             self.db,

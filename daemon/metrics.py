@@ -72,6 +72,9 @@ class Metrics:
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.in_flight = 0
+        # When a request was last answered: dreams pace themselves only while
+        # clients are being served (phases/cancel.py).
+        self.last_answer = 0.0
         # Keyed by request type: looking up a type is cheaper than naming it.
         self._methods: dict[type[_Request], tuple[str, _MethodStats]] = {}
         self.errors: dict[str, int] = {}
@@ -89,9 +92,14 @@ class Metrics:
             entry = self._methods[kind] = (name, _MethodStats())
         stats = entry[1]
         stats.requests += 1
+        self.last_answer = time.monotonic()
         stats.latency.observe(seconds)
         if code is not None:
             stats.errors[code] = stats.errors.get(code, 0) + 1
+
+    def serving(self, within_s: float = 1.0) -> bool:
+        """Whether a request was answered in the last `within_s` seconds (any thread may ask)."""
+        return time.monotonic() - self.last_answer < within_s
 
     def error(self, code: str) -> None:
         """Any error answer, whatever its path (bad frame, refusal, failed request)."""

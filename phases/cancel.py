@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from reverie.errors import ShuttingDown
 
@@ -28,7 +29,8 @@ ROWS = 4096  # rows of a scan between two checks (a check is ~50 ns, a row ~10 u
 # and its batches are pure Python: unpaced, a light sleep then REM under
 # tests/bench/bench_load.py's 64 clients held the GIL most of the time and
 # searches waited (p50 12 -> 80 ms, p99 400 ms). Dreams are background work:
-# they take longer (at most twice as long) instead.
+# they take longer (at most twice as long) instead, but only while clients are
+# being served (`busy`): alone, a run goes at full speed.
 PACE_SLICE_S = 0.01
 PACE_MAX_SLEEP_S = 0.1
 
@@ -43,12 +45,13 @@ class Cancelled(ShuttingDown):
 class Cancel:
     """A flag a worker thread polls: `set()` from any thread, `check()` in the worker."""
 
-    __slots__ = ("_event", "_paced", "_worked", "reason")
+    __slots__ = ("_busy", "_event", "_paced", "_worked", "reason")
 
-    def __init__(self, *, pace: bool = False) -> None:
+    def __init__(self, *, pace: bool = False, busy: Callable[[], bool] | None = None) -> None:
         self._event = threading.Event()
         self.reason = "interrupted by shutdown"
         self._paced = pace
+        self._busy = busy  # None: always busy (pace whenever paced)
         self._worked: dict[int, float] = {}  # thread id -> its CPU time at its last pause
 
     def set(self, reason: str = "") -> None:
@@ -76,7 +79,7 @@ class Cancel:
 
     def pause(self, worked_s: float) -> None:
         """Sleep `worked_s` (at most PACE_MAX_SLEEP_S): work done by another thread for us."""
-        if self._paced and worked_s > 0:
+        if self._paced and worked_s > 0 and self._serving():
             self._event.wait(min(worked_s, PACE_MAX_SLEEP_S))  # a cancel ends the pause
 
     def pace(self) -> None:
@@ -91,9 +94,13 @@ class Cancel:
         now = time.thread_time()
         last = self._worked.setdefault(me, now)
         if now - last >= PACE_SLICE_S:
-            self._event.wait(min(now - last, PACE_MAX_SLEEP_S))  # a cancel ends the pause
+            if self._serving():
+                self._event.wait(min(now - last, PACE_MAX_SLEEP_S))  # a cancel ends the pause
             self._worked[me] = time.thread_time()
             self.check_now()
+
+    def _serving(self) -> bool:
+        return self._busy is None or self._busy()
 
     def every(self, i: int, n: int = ROWS) -> None:
         """`check()` on every n-th i (a loop's counter): for scans over rows."""

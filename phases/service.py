@@ -87,7 +87,9 @@ class Dreams:
         written: Callable[[], None] = _noop,
         on_status: Callable[[str], None] = _noop,
         clock: Callable[[], float] = time.time,
+        busy: Callable[[], bool] | None = None,  # clients being served? (pacing; None: always)
     ) -> None:
+        self.busy = busy
         self.db = db
         self.data_dir = data_dir
         self.cfg = cfg
@@ -212,7 +214,7 @@ class Dreams:
         self._refuse_if_stopping()
         # A run is background work: paced (phases/cancel.py) so that requests
         # keep the GIL and the cores; a dry run has a caller waiting for it.
-        cancel = Cancel(pace=not dry_run)
+        cancel = Cancel(pace=not dry_run, busy=self.busy)
         if dry_run:
             now = self.clock()
             plan = await self._watched(
