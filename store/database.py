@@ -41,12 +41,13 @@ DB_FILENAME = "reverie.db"
 RECALL_IDLE_S = 0.2  # recalls are written once searches pause this long
 RECALL_MAX_DELAY_S = 10.0  # or this long after the oldest one waiting
 RECALL_JOB = 32  # searches' recalls per writer job
-# Or once this many searches' recalls wait: under a steady stream of searches
-# (never quiet) the backlog of RECALL_MAX_DELAY_S was written in one go every
-# 10 s (500 searches at 50/s: 0.2-0.6 s of the writer's and the GIL's time,
-# the p99 of every request of tests/bench/bench_load.py). A few jobs every
-# couple of seconds spread the same work out.
-RECALL_FLUSH_AT = 4 * RECALL_JOB
+# Or once this many searches' recalls wait: a bound on the memory a never-quiet
+# stream of searches holds, not a pacing tool. Flushing every 128 searches put
+# recall writes inside every burst of searches: p99 8.7 -> 20 ms in
+# tests/bench/bench_search.py. Under a steady stream the backlog of
+# RECALL_MAX_DELAY_S is written in jobs one after the other (below), so other
+# writes interleave with it instead of waiting for one long transaction.
+RECALL_FLUSH_AT = 64 * RECALL_JOB
 log = logging.getLogger("reverie.store.database")
 
 
