@@ -42,6 +42,13 @@ def _work(seconds: float) -> None:
         pass
 
 
+def _work_between_checks(c: Cancel) -> None:
+    """A check, more than one slice of CPU work, a check: the pattern pacing acts on."""
+    c.check()  # the first check starts the thread's account
+    _work(cancel_mod.PACE_SLICE_S * 2)
+    c.check()
+
+
 def _paced(busy: bool | None) -> tuple[Cancel, _RecordingEvent]:
     c = Cancel(pace=True, busy=None if busy is None else (lambda: busy))
     ev = _RecordingEvent()
@@ -51,9 +58,7 @@ def _paced(busy: bool | None) -> tuple[Cancel, _RecordingEvent]:
 
 def test_a_busy_daemon_gets_pauses_as_long_as_the_work() -> None:
     c, ev = _paced(busy=True)
-    c.check()  # the first check starts the thread's account
-    _work(cancel_mod.PACE_SLICE_S * 2)
-    c.check()
+    _work_between_checks(c)
     assert len(ev.waits) == 1
     assert cancel_mod.PACE_SLICE_S * 2 <= ev.waits[0] <= cancel_mod.PACE_MAX_SLEEP_S
     c.pause(5.0)  # a writer batch that took 5 s: the pause is capped
@@ -62,25 +67,19 @@ def test_a_busy_daemon_gets_pauses_as_long_as_the_work() -> None:
 
 def test_an_idle_daemon_runs_dreams_at_full_speed() -> None:
     c, ev = _paced(busy=False)
-    c.check()
-    _work(cancel_mod.PACE_SLICE_S * 2)
-    c.check()
+    _work_between_checks(c)
     c.pause(0.05)
     assert ev.waits == []
 
 
 def test_without_busy_a_paced_cancel_always_pauses_and_an_unpaced_never() -> None:
     c, ev = _paced(busy=None)
-    c.check()
-    _work(cancel_mod.PACE_SLICE_S * 2)
-    c.check()
+    _work_between_checks(c)
     assert len(ev.waits) == 1
     plain = Cancel()
     rec = _RecordingEvent()
     plain._event = rec  # type: ignore[assignment]
-    plain.check()
-    _work(cancel_mod.PACE_SLICE_S * 2)
-    plain.check()
+    _work_between_checks(plain)
     plain.pause(0.05)
     assert rec.waits == []
 
