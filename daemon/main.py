@@ -134,6 +134,7 @@ class _Daemon:
             rem_index=ix0.view if ix0 is not None else None,  # REM: neighbours by vector
             on_status=self._dream_status,
             busy=METRICS.serving,  # dreams pace themselves only while clients are served
+            compact=ix0.compact if ix0 is not None else lambda: None,  # deep sleep
         )
         dispatcher = Dispatcher(
             self.db,

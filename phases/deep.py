@@ -48,8 +48,11 @@ marks and every tier move is an undoable `SetTier` op:
     - a WAL checkpoint(TRUNCATE), which SQLite refuses inside a transaction,
       so the caller passes a `checkpoint` callable (the daemon opens a short
       write connection of its own for it).
-  The HNSW index is compacted by its owner, the vector indexer; deep sleep
-  does not touch it.
+  The HNSW index is compacted by its owner, the vector indexer: after a
+  completed run the daemon asks it (`Indexer.compact`), and it rebuilds the
+  graph from the stored vectors when a quarter or more of its slots hold
+  deleted memories, serving the old one meanwhile (logged as
+  `index_compaction`; `status` shows the graph's `slots`).
 """
 
 from __future__ import annotations

@@ -88,8 +88,10 @@ class Dreams:
         on_status: Callable[[str], None] = _noop,
         clock: Callable[[], float] = time.time,
         busy: Callable[[], bool] | None = None,  # clients being served? (pacing; None: always)
+        compact: Callable[[], float | None] = lambda: None,  # deep sleep: the HNSW index
     ) -> None:
         self.busy = busy
+        self.compact = compact
         self.db = db
         self.data_dir = data_dir
         self.cfg = cfg
@@ -292,6 +294,11 @@ class Dreams:
                 report = await self._watched(lambda: trio.to_thread.run_sync(apply), cancel)
                 if report.counts:
                     self.written()  # the vector indexer follows new and changed memories
+                if name == "deep-sleep" and report.status == "completed":
+                    # Compacting the HNSW index is its owner's work (a rebuild from
+                    # the stored vectors in the indexer's task); deep sleep asks.
+                    # The indexer logs `index_compaction` when it starts one.
+                    self.compact()
         finally:
             self._running.discard(name)
             self.on_status("")

@@ -229,6 +229,7 @@ class Dispatcher:
             message=p.message,
             workspace_indexes=built,
             workspace_indexes_pending=missing,
+            slots=ix.slots,
         )
 
     async def _status(self) -> StatusResult:

@@ -277,6 +277,8 @@ class IndexStatus(Struct, kw_only=True):
     # Small workspaces' own indexes (store/scoped_index.py): built, and still to build.
     workspace_indexes: int = 0
     workspace_indexes_pending: int = 0
+    # The global graph's slots: vectors plus deleted ones (deep sleep compacts them).
+    slots: int = 0
 
 
 class StatusResult(Struct, kw_only=True):

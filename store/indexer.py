@@ -79,6 +79,11 @@ SAVE_CHUNK = 256  # vectors stored per write job
 DocFreq = Callable[[list[str]], tuple[Mapping[str, int], int]]
 INDEX_DIR = "index"
 REBUILD_THREADS = 2
+# Deep sleep's compaction: deleted slots (forgotten, archived, superseded
+# memories: hnswlib only marks them) past this share of the graph make the
+# indexer rebuild it from the stored vectors. Searches still walk deleted
+# nodes, and new vectors reuse their slots only one by one.
+COMPACT_SHARE = 0.25
 # A burst: memories written at this rate or more (counted since the index
 # last started to catch up, over at least delay_s). A session's hooks make a few a
 # second; a bulk post of event batches (a spool drained, several agents at
@@ -234,6 +239,29 @@ class Indexer:
         """A write of `changes` memories committed: catch up soon."""
         self._writes += changes
         self._wake.set()
+
+    @property
+    def slots(self) -> int:
+        """The serving graph's slots: live vectors plus deleted ones not yet reused."""
+        return self._serving.index.count if self._serving else 0
+
+    def compact(self, min_share: float = COMPACT_SHARE) -> float | None:
+        """Rebuild without the deleted slots if they are `min_share` of the graph or more.
+
+        Returns that share when a rebuild was asked for, else None. The rebuild
+        uses the vectors stored in SQLite (no re-embedding) and the current
+        index serves until the new one is ready, as for a model switch.
+        """
+        gen = self._serving
+        if gen is None or self._switch is not None or gen.index.count == 0:
+            return None
+        share = 1.0 - gen.index.live_count / gen.index.count
+        if share < min_share:
+            return None
+        log.info("index_compaction deleted_share=%.2f slots=%d", share, gen.index.count)
+        self._switch = self._embedder
+        self.notify()
+        return share
 
     def switch_model(self, embedder: Embedder) -> None:
         """Re-embed everything with another model; the old index serves meanwhile."""
