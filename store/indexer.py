@@ -48,10 +48,8 @@ import functools
 import gc
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import apsw
 import numpy as np
@@ -63,20 +61,23 @@ from reverie.store.connection import open_connection
 from reverie.store.database import Database
 from reverie.store.embedding import (
     Embedder,
-    TermWeightedEmbedder,
     Vectors,
     embedder_for_model,
 )
 from reverie.store.index_file import CorruptIndex, read_header
-from reverie.store.scoped_index import Members, ScopedIndexes, stored_vectors
+from reverie.store.index_generation import Abandoned as _Abandoned
+from reverie.store.index_generation import DocFreq as DocFreq
+from reverie.store.index_generation import Generation as _Generation
+from reverie.store.index_generation import IndexView as IndexView
+from reverie.store.index_generation import Progress as Progress
+from reverie.store.index_generation import query_vector as _query_vector
+from reverie.store.scoped_index import stored_vectors
 from reverie.store.vector_index import DEFAULT_NAME, HnswParams, Neighbours, VectorIndex
 from reverie.store.vectors import Change
 
 log = logging.getLogger("reverie.store.indexer")
 EMBED_CHUNK = 64  # texts embedded between GIL hand-overs
 SAVE_CHUNK = 256  # vectors stored per write job
-# Document frequencies of query terms, and the collection size (for IDF weights).
-DocFreq = Callable[[list[str]], tuple[Mapping[str, int], int]]
 INDEX_DIR = "index"
 REBUILD_THREADS = 2
 # Deep sleep's compaction: deleted slots (forgotten, archived, superseded
@@ -94,49 +95,6 @@ COMPACT_SHARE = 0.25
 # session's events from 20,000/s to 15,400-17,000/s.
 BURST_RATE = 200.0
 BURST_FACTOR = 5.0
-
-
-@dataclass(slots=True)
-class Progress:
-    phase: str = "starting"  # starting, rebuilding, ready, failed, off
-    model: str = ""
-    done: int = 0
-    total: int = 0
-    message: str = ""
-    started: float = field(default_factory=time.monotonic)
-
-
-class IndexView(NamedTuple):
-    """One workspace's slice of the serving index, for REM (phases/rem_pairs.py).
-
-    `seq`: the store's change sequence the index reflects (memories with a
-    higher `seq` may be missing or stale in it). `search(vectors, k)`: the k
-    nearest indexed memories of that workspace to each row (blocking).
-    """
-
-    seq: int
-    search: Callable[[Vectors, int], list[Neighbours]]
-
-
-class _Abandoned(Exception):
-    """A rebuild stopped because the daemon is stopping."""
-
-
-class _Generation:
-    """One model's embedder, index and membership, built and served together."""
-
-    def __init__(self, embedder: Embedder, index: VectorIndex, seq: int) -> None:
-        self.embedder = embedder
-        self.index = index
-        self.seq = seq
-        self.members = Members()
-        self.scoped = ScopedIndexes(index.dim, index.model_id, index.params)
-        # Vectors computed since the last save: stored in SQLite with the
-        # index, off the write path (a crash only means re-embedding them).
-        self.unsaved: dict[int, tuple[str, Vectors]] = {}
-        self.dirty = False
-        # When the next save is due (trio clock; set once the generation serves).
-        self.save_due = 0.0
 
 
 class Indexer:
@@ -624,12 +582,3 @@ class Indexer:
             setattr(self.progress, key, value)
         if self._on_progress is not None:
             self._on_progress(self.progress)
-
-
-def _query_vector(embedder: Embedder, query: str, doc_freq: DocFreq) -> Vectors:
-    if isinstance(embedder, TermWeightedEmbedder):
-        dfs, n_docs = doc_freq(embedder.query_terms(query))
-        rows = embedder.embed_query(query, dfs, n_docs)
-    else:
-        rows = embedder.embed([query])
-    return rows[0:1].reshape(-1)
