@@ -24,6 +24,7 @@ import outcome
 import trio
 from reverie.daemon.metrics import Histogram  # metrics
 from reverie.errors import ReverieError, ShuttingDown, StorageError
+from reverie.store.checkpointer import Checkpointer
 from reverie.store.connection import map_error, open_connection
 
 T = TypeVar("T")
@@ -71,6 +72,7 @@ class Writer:
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._checkpointer: Checkpointer | None = None
         self.commits = 0
         self.jobs = 0
         # metrics: observed on the writer thread only (daemon/metrics.py)
@@ -153,10 +155,15 @@ class Writer:
         except BaseException as e:  # reported to start(), which re-raises
             started.put(outcome.Error(e))
             return
+        checkpointer = Checkpointer(self._path)
+        checkpointer.attach(conn)
+        checkpointer.start()
+        self._checkpointer = checkpointer
         started.put(outcome.Value(value))
         try:
             self._loop(conn)
         finally:
+            checkpointer.stop()
             try:
                 conn.close()
             except apsw.Error:
@@ -214,6 +221,8 @@ class Writer:
         self.commits += 1
         self.jobs += len(batch)
         committed = time.perf_counter()  # metrics
+        if self._checkpointer is not None:
+            self._checkpointer.after_commit(conn)
         self.commit_latency.observe(committed - began)
         for job in batch:
             self.write_latency.observe(committed - job.queued)
