@@ -120,6 +120,10 @@ class SearchConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaul
     vector_weight: Annotated[float, Meta(ge=0, le=10)] = 0.5
     candidates: Annotated[int, Meta(ge=10, le=2000)] = 100
     record_recalls: bool = True
+    # Processes that run the SQLite half of searches (daemon/search_worker.py),
+    # outside the daemon's GIL; started on the first search. 0: searches run
+    # whole in the daemon's reader threads. Read at start (a reload keeps it).
+    workers: Annotated[int, Meta(ge=0, le=64)] = 2
 
 
 class SessionsConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):

@@ -206,7 +206,13 @@ RELOADABLE = (
 )
 
 
+# Inside reloadable sections, but read once at start.
+RESTART_ONLY = ("search.workers",)  # load (issue 7): the worker processes' count
+
+
 def reloadable(key: str) -> bool:
+    if key in RESTART_ONLY:
+        return False
     return any(key == p or (p.endswith(".") and key.startswith(p)) for p in RELOADABLE)
 
 

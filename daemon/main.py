@@ -30,6 +30,7 @@ from reverie.daemon.config_sources import (  # config (issue 6): sources, reload
 )
 from reverie.daemon.listen import access, bind_unix_socket
 from reverie.daemon.metrics import METRICS  # dreams pace while clients are served
+from reverie.daemon.search_workers import SearchWorkers  # load (issue 7)
 from reverie.daemon.server import Server
 from reverie.daemon.spool_drain import SpoolDrainer
 from reverie.daemon.systemd import Notifier, activated_socket, watchdog_interval, watchdog_loop
@@ -136,6 +137,7 @@ class _Daemon:
             busy=METRICS.serving,  # dreams pace themselves only while clients are served
             compact=ix0.compact if ix0 is not None else lambda: None,  # deep sleep
         )
+        workers = SearchWorkers(self.db.path, self.cfg.search.workers)
         dispatcher = Dispatcher(
             self.db,
             info,
@@ -144,6 +146,7 @@ class _Daemon:
             sessions=self.cfg.sessions,  # when a silent session is stale
             dreams=self.dreams,
             running_config=self.running,  # config (issue 6): config_show
+            workers=workers,  # load (issue 7): searches outside the daemon's GIL
         )
         server = Server(
             self.cfg.daemon,
@@ -164,6 +167,7 @@ class _Daemon:
                 if interval := watchdog_interval():
                     nursery.start_soon(watchdog_loop, self.notifier, interval, self._healthy)
                 nursery.start_soon(self._status_loop, server)
+                await nursery.start(workers.run)  # idle until the first search
                 # Drain the hooks' spool now, then on a timer
                 ix = self.indexer
                 drainer = SpoolDrainer(
@@ -285,7 +289,9 @@ class _Daemon:
             errors.append(error)
             applied = [k for k in applied if not k.startswith("embedder.")]
         # Read per request: updated in place, the dispatcher holds these objects.
+        workers = self.cfg.search.workers  # load (issue 7): read at start only
         copy_into(self.cfg.search, new.search)
+        self.cfg.search.workers = workers
         copy_into(self.cfg.sessions, new.sessions)
         if new.store.max_db_mb != self.cfg.store.max_db_mb:  # faults: size cap
             self.db.set_size_cap(new.store.max_db_mb)

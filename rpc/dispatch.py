@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path  # doctor (issue 6)
 
 from reverie import __version__
-from reverie.daemon import metrics  # metrics
+from reverie.daemon import (
+    metrics,  # metrics
+    search_workers,  # load (issue 7)
+)
 from reverie.daemon.config import DreamsConfig, SearchConfig, SessionsConfig
 from reverie.daemon.config_sources import RunningConfig  # config (issue 6)
+from reverie.daemon.search_workers import SearchWorkers  # load (issue 7)
 from reverie.errors import UnknownMethod
 from reverie.phases.service import Dreams
 from reverie.rpc.proto_backup import Backup, BackupProgress  # backup (issue 6)
@@ -68,7 +72,6 @@ from reverie.rpc.protocol import (
 from reverie.store import backup as backup_store  # backup (issue 6)
 from reverie.store import (
     doctor_checks,  # doctor (issue 6)
-    hybrid,
     versions,  # memory versions
 )
 from reverie.store.coordination import Coordination
@@ -98,7 +101,9 @@ class Dispatcher:
         sessions: SessionsConfig | None = None,
         dreams: Dreams | None = None,
         running_config: RunningConfig | None = None,  # config (issue 6)
+        workers: SearchWorkers | None = None,  # load (issue 7): searches in worker processes
     ) -> None:
+        self.search_workers = workers
         self.db = db
         self.info = info
         self.search_cfg = search
@@ -205,7 +210,7 @@ class Dispatcher:
     async def _search(self, req: Search) -> SearchResult:
         cfg, indexer = self.search_cfg, self.indexer
         began = time.perf_counter()  # metrics
-        found = await self.db.read(lambda c: hybrid.run(c, req, cfg=cfg, indexer=indexer))
+        found = await search_workers.search(self.db, self.search_workers, req, cfg, indexer)
         metrics.METRICS.searched(found.mode, time.perf_counter() - began)
         if cfg.record_recalls:
             self.db.record_recalls(req.query, [(h.memory.id, h.score) for h in found.hits])

@@ -57,30 +57,88 @@ def run(
     conn: apsw.Connection, req: Search, *, cfg: SearchConfig, indexer: Indexer | None
 ) -> Outcome:
     """One search, blocking (a reader thread runs it with its own connection)."""
-    mode = req.mode or cfg.mode
     notes: list[str] = []
+    vec = vector_side(conn, req, cfg=cfg, indexer=indexer, notes=notes)
+    return finish(conn, req, cfg=cfg, vec=vec, notes=notes)
+
+
+def vector_side(
+    conn: apsw.Connection,
+    req: Search,
+    *,
+    cfg: SearchConfig,
+    indexer: Indexer | None,
+    notes: list[str],
+) -> list[tuple[int, float]] | None:
+    """The vector neighbours of the query, or None (lexical only; why goes in `notes`).
+
+    The part of a search that needs the daemon's vector index; finish() does
+    the rest with SQLite alone, so a search worker process can run it.
+    """
+    mode = req.mode or cfg.mode
+    if mode == "lexical" or lexical.fts_query(req.query) is None:
+        return None
+    return _vector(conn, req, max(cfg.candidates, req.limit), indexer, notes)
+
+
+def finish(
+    conn: apsw.Connection,
+    req: Search,
+    *,
+    cfg: SearchConfig,
+    vec: list[tuple[int, float]] | None,
+    notes: list[str],
+) -> Outcome:
+    """The search from the vector side's result on, with SQLite alone."""
+    lex = lexical_side(conn, req, cfg=cfg)
+    return combine(conn, req, cfg=cfg, lex=lex, vec=vec, notes=notes)
+
+
+def lexical_side(
+    conn: apsw.Connection, req: Search, *, cfg: SearchConfig
+) -> dict[int, float] | None:
+    """The lexical candidates (None for a vector search, or a query without words).
+
+    Independent of the vector side: a search worker computes it while the
+    daemon looks the query's neighbours up.
+    """
+    mode = req.mode or cfg.mode
+    if mode == "vector" or lexical.fts_query(req.query) is None:
+        return None
+    return _lexical(conn, req, max(cfg.candidates, req.limit), _filters_of(req))
+
+
+def combine(
+    conn: apsw.Connection,
+    req: Search,
+    *,
+    cfg: SearchConfig,
+    lex: dict[int, float] | None,
+    vec: list[tuple[int, float]] | None,
+    notes: list[str],
+) -> Outcome:
+    """Both sides fused, spread to context, filtered and boosted: the hits."""
+    mode = req.mode or cfg.mode
     if lexical.fts_query(req.query) is None:
         return Outcome(hits=[], mode=mode, notes=["the query has no words"])
-    want = max(cfg.candidates, req.limit)
-    # Filters go into the lexical search itself (it stays bounded with them);
-    # vector and neighbour candidates are checked against them afterwards.
-    filters = _where(req) if _has_filters(req) else None
-    lex: dict[int, float] = {}
-    if mode in ("hybrid", "lexical"):
-        lex = _lexical(conn, req, want, filters)
-    vec: list[tuple[int, float]] | None = None
-    if mode in ("hybrid", "vector"):
-        vec = _vector(conn, req, want, indexer, notes)
-        if vec is None:
-            if mode == "vector":
-                lex = _lexical(conn, req, want, filters)
-            mode = "lexical"
+    if vec is None:
+        mode = "lexical"  # asked for, or the vector side could not answer
+    if mode == "vector":
+        lex = {}
+    elif lex is None:  # a vector search that fell back to lexical
+        lex = _lexical(conn, req, max(cfg.candidates, req.limit), _filters_of(req))
     cands = _fuse(lex, vec, cfg)
     _context(conn, cands)
     ranked = sorted(cands.values(), key=lambda c: c.score, reverse=True)
     kept = _filtered(conn, req, ranked)
     hits = _hits(conn, req, kept)
     return Outcome(hits=hits, mode=mode, notes=notes)
+
+
+def _filters_of(req: Search) -> tuple[str, list[Any]] | None:
+    # Filters go into the lexical search itself (it stays bounded with them);
+    # vector and neighbour candidates are checked against them afterwards.
+    return _where(req) if _has_filters(req) else None
 
 
 def _lexical(
