@@ -38,7 +38,8 @@ for a CPU (from /proc: on a shared machine the latencies follow the CPU
 other processes leave, these two figures show how much that was). --json
 prints the same figures as one JSON object on stdout (progress goes to
 stderr): {"clients", "seconds", "ops": {name: {count, per_s, p50_ms, p99_ms,
-p999_ms, errors, ...}}, "rss_mib": {start, max, end}, "dream": {...}, "daemon":
+p999_ms, errors, ...}}, "rss_mib": {start, max, end}, "dream": {...}, "daemon_side":
+{handling, write_queue_to_commit, commit, ...} (the daemon's own metrics), "daemon":
 {cpu_s, cpu_ms_per_request, cpu_wait_s}, ...}.
 Targets (issue 7), 64 clients at 100k: p99 write <= 20 ms, p99 search <= 30 ms.
 """
@@ -70,9 +71,11 @@ import bench_ingest
 import bench_search
 import corpus
 from harness import Daemon
+from reverie.daemon.metrics import quantile
 from reverie.rpc.client import Client
 from reverie.rpc.proto_dreams import DreamsRun, DreamsRunResult
 from reverie.rpc.proto_events import PostEvents
+from reverie.rpc.proto_metrics import HistogramData, Metrics, MetricsResult
 from reverie.rpc.protocol import Remember, Search
 
 OPS = ("remember", "search", "post_events")
@@ -119,6 +122,7 @@ def prepare_store(root: Path, args: argparse.Namespace) -> None:
         # The copy (1.2 GB at 100k) sits dirty in the page cache; written back
         # during the load (dirty_expire: 30 s), it made every fsync of the
         # daemon's commits wait for hundreds of MB: write it out now.
+        checkpoint(dst / "reverie.db")
         os.sync()
         say(f"copied {src} in {time.perf_counter() - t0:.1f} s")
     else:
@@ -126,9 +130,56 @@ def prepare_store(root: Path, args: argparse.Namespace) -> None:
         bench_search.prepare(root, args.n, 0, args.workspaces)
 
 
+def daemon_side(sock: str) -> dict[str, Any]:
+    """What the daemon measured itself (its metrics, since start; estimated from
+    histogram buckets): per op the handling time, and the writer's queue and commits.
+    The client's latency minus the handling time is transport and the event loop."""
+    with Client(sock, timeout=60) as c:
+        m: MetricsResult = c.call(Metrics())
+
+    def ms(h: HistogramData, q: float) -> float | None:
+        v = quantile(h, q)
+        return None if v is None else round(v * 1000, 2)
+
+    handling = {
+        op: {"p50_ms": ms(h, 0.5), "p99_ms": ms(h, 0.99)}
+        for op, h in m.request_seconds.items()
+        if op in OPS
+    }
+    return {
+        "handling": handling,
+        "write_queue_to_commit": {
+            "p50_ms": ms(m.write_seconds, 0.5),
+            "p99_ms": ms(m.write_seconds, 0.99),
+        },
+        "commit": {"p50_ms": ms(m.commit_seconds, 0.5), "p99_ms": ms(m.commit_seconds, 0.99)},
+        "commits": m.commits,
+        "writes": m.writes,
+    }
+
+
+def checkpoint(db: Path) -> None:
+    """Fold the copy's WAL into the database, as a clean shutdown leaves it.
+
+    The kept store's WAL may hold a build's last hundred MB: copied as is,
+    the daemon's first checkpoint copied all of it during the load, a stall
+    no running daemon meets (its checkpoints follow its own writes).
+    """
+    import apsw
+
+    conn = apsw.Connection(str(db))
+    try:
+        conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
+    finally:
+        conn.close()
+
+
 def daemon_config(args: argparse.Namespace) -> str:
     # The harness adds `[dreams] preset = "off"`: dreams run only when the bench asks.
-    return f'[daemon]\nmax_connections = {max(256, args.clients + 16)}\n[search]\nmode = "hybrid"\n'
+    return (
+        f"[daemon]\nmax_connections = {max(256, args.clients + 16)}\n"
+        f'[search]\nmode = "hybrid"\nworkers = {args.search_workers}\n'
+    )
 
 
 # -- the clients ----------------------------------------------------------------------------
@@ -326,6 +377,11 @@ def run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             bench_search.wait_for_index(c, SETUP_TIMEOUT)
             say(f"daemon ready, vector index loaded in {time.perf_counter() - t0:.1f} s")
+            # The search worker processes start on the first search: start them
+            # now, so that the load measures a warm daemon (a one-off ~0.5 s
+            # of CPU per worker, at the first search after a start).
+            c.search("warm up", limit=1)
+            time.sleep(2.0)
         sock = str(daemon.socket)
         procs_n = max(1, min(args.clients, args.procs))
         groups = [list(range(i, args.clients, procs_n)) for i in range(procs_n)]
@@ -354,6 +410,7 @@ def run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             p.join()
         rss_end = rss_mib(pid)
         cpu1, wait1 = cpu_and_wait(pid)
+        inside = daemon_side(sock)
         if args.dream:
             # Bounded: a phase still running is reported as such (stopping the daemon ends it).
             dreamer.join(timeout=args.dream_wait)
@@ -411,6 +468,7 @@ def run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         "think_ms": args.think_ms,
         "mix": dict(zip(OPS, args.mix, strict=True)),
         "batch": args.batch,
+        "search_workers": args.search_workers,
         "ops": ops,
         "rss_mib": {
             "start": round(samples[0], 1),
@@ -418,6 +476,7 @@ def run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             "end": round(rss_end, 1),
         },
         "dream": dream_out,
+        "daemon_side": inside,
         # Over the load (dream included): CPU per request, which other processes do not
         # inflate, and how long the daemon's threads waited for a CPU they could not get.
         "daemon": {
@@ -440,7 +499,8 @@ def run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
 def show(res: dict[str, Any]) -> None:
     print(
         f"{res['clients']} clients, {res['seconds']:g} s, {res['n']} memories, think "
-        f"{res['think_ms']:g} ms, mix {res['mix']}, {res['batch']} events/batch "
+        f"{res['think_ms']:g} ms, mix {res['mix']}, {res['batch']} events/batch, "
+        f"{res.get('search_workers', 0)} search workers "
         f"(machine: {res['machine']['cpus']} cpus, load {res['machine']['load']})"
     )
     print(f"  {'op':12} {'count':>7} {'per s':>8} {'p50':>9} {'p99':>9} {'p999':>9} {'errors':>6}")
@@ -462,6 +522,9 @@ def show(res: dict[str, Any]) -> None:
     for phase, d in res["dream"].items():
         print(f"  dream {phase}: {d}")
     print(f"  daemon CPU over the load: {res['daemon']}; stop: {res['daemon_stop']}")
+    inside = res.get("daemon_side")
+    if inside:
+        print(f"  inside the daemon (its metrics): {inside}")
     for m in res["error_messages"]:
         print(f"  error: {m}")
 
@@ -490,6 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=50, help="events per post_events batch")
     ap.add_argument("--queries", type=int, default=2000, help="distinct search queries")
     ap.add_argument("--no-dream", dest="dream", action="store_false", help="no dream phase")
+    ap.add_argument(
+        "--search-workers",
+        type=int,
+        default=2,
+        help="the daemon's [search] workers (0: searches run in the daemon's threads)",
+    )
     ap.add_argument(
         "--dream-wait",
         type=float,
