@@ -28,7 +28,7 @@ import trio
 from reverie.daemon.config import DreamsConfig
 from reverie.daemon.metrics import METRICS  # metrics
 from reverie.errors import Conflict, InvalidParams, ShuttingDown
-from reverie.phases import ledger, locks
+from reverie.phases import ledger, locks, runner
 from reverie.phases.cancel import Cancel, Cancelled
 from reverie.phases.deep import Checkpoint, DeepSleep, checkpoint_on  # deep sleep
 from reverie.phases.light import SCORE_KEY, LightConfig, LightSleep
@@ -280,10 +280,14 @@ class Dreams:
                     cancel.pause(time.monotonic() - began)
                     return value
 
+                busy = self.busy or (lambda: True)  # None: always (as Cancel's pacing)
+
                 def apply() -> RunReport:
                     return apply_plan(
                         plan,
                         transact=transact,
+                        # load (issue 7): short transactions while clients write too
+                        batch=lambda: runner.BUSY_BATCH if busy() else runner.BATCH,
                         check=check,
                         trigger=trigger,
                         data_dir=data_dir,

@@ -34,6 +34,30 @@ def _tier_plan(ids: list[int]) -> Plan:
     return Plan(phase="deep-sleep", ops=list(ops), items=len(ids), notes="test plan")
 
 
+def test_batch_size_is_asked_before_each_batch(tmp_path: Path) -> None:
+    """The daemon's runs shrink their transactions while clients are served."""
+    conn, ids = _store(tmp_path)
+    sizes = iter([3, 1, 0, 10])  # 0 is taken as 1: a run always moves on
+    chunks: list[int] = []
+    plain = transact_on(conn)
+
+    def transact(fn):  # type: ignore[no-untyped-def]
+        before = len(ledger.run_ops(conn, run)) if (run := _open_run(conn)) else 0
+        value = plain(fn)
+        if run:
+            chunks.append(len(ledger.run_ops(conn, run)) - before)
+        return value
+
+    report = apply_plan(_tier_plan(ids), transact=transact, batch=lambda: next(sizes))
+    assert report.status == "completed" and report.counts == {"set_tier": 7, "set_meta": 1}
+    assert [c for c in chunks if c] == [3, 1, 1, 3]
+
+
+def _open_run(conn: apsw.Connection) -> int | None:
+    row = conn.execute("SELECT max(id) FROM dream_runs WHERE status = 'running'").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def test_apply_records_run_ops_and_ledger_line(tmp_path: Path) -> None:
     conn, ids = _store(tmp_path)
     report = apply_plan(
