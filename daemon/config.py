@@ -163,6 +163,9 @@ class DreamsConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaul
     lock_ttl_s: Annotated[float, Meta(ge=1, le=86400)] = 600.0
     # Keyed light-sleep / rem / deep-sleep (lightSleep, deepSleep accepted).
     phases: dict[str, DreamPhaseConfig] = {}
+    # Plan each run in a process of its own at a low CPU priority
+    # (phases/plan_worker.py), off the daemon's GIL; false: in a daemon thread.
+    plan_process: bool = True
     # Each phase's tunables (phases/settings.py: msgspec only, cheap to import).
     light_sleep: LightConfig = msgspec.field(default_factory=LightConfig)
     rem: RemConfig = msgspec.field(default_factory=RemConfig)

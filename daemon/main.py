@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -137,6 +138,7 @@ class _Daemon:
             busy=METRICS.serving,  # dreams pace themselves only while clients are served
             compact=ix0.compact if ix0 is not None else lambda: None,  # deep sleep
         )
+        self.dreams.plan_in_process = _plan_command(self.cfg)  # load (issue 7)
         workers = SearchWorkers(self.db.path, self.cfg.search.workers)
         dispatcher = Dispatcher(
             self.db,
@@ -380,6 +382,7 @@ class _Daemon:
         fresh = Dreams(self.db, self.cfg.data_path, new.dreams, rem_index=view)
         dreams.phases = fresh.phases
         dreams.cfg = self.cfg.dreams = new.dreams
+        dreams.plan_in_process = _plan_command(new)
         logs.event(log, logging.INFO, "reload_dreams", preset=new.dreams.preset)
 
     def _healthy(self) -> bool:
@@ -402,3 +405,10 @@ def _unlink_if_ours(path: Path, inode: int) -> None:
             path.unlink()
     except FileNotFoundError:
         pass
+
+
+def _plan_command(cfg: Config) -> list[str] | None:
+    """How a dream run plans out of process (phases/plan_worker.py), if it does."""
+    if not cfg.dreams.plan_process:
+        return None
+    return [sys.executable, "-m", "reverie.phases.plan_worker"]

@@ -27,8 +27,8 @@ import msgspec
 import trio
 from reverie.daemon.config import DreamsConfig
 from reverie.daemon.metrics import METRICS  # metrics
-from reverie.errors import Conflict, InvalidParams, ShuttingDown
-from reverie.phases import ledger, locks, runner
+from reverie.errors import Conflict, InvalidParams, ShuttingDown, error_for_code
+from reverie.phases import ledger, locks, plan_worker, runner
 from reverie.phases.cancel import Cancel, Cancelled
 from reverie.phases.deep import Checkpoint, DeepSleep, checkpoint_on  # deep sleep
 from reverie.phases.light import SCORE_KEY, LightConfig, LightSleep
@@ -91,6 +91,9 @@ class Dreams:
         compact: Callable[[], float | None] = lambda: None,  # deep sleep: the HNSW index
     ) -> None:
         self.busy = busy
+        # load (issue 7): how a run's plan is made out of process (the command,
+        # without the database path), or None: in a reader thread here.
+        self.plan_in_process: list[str] | None = None
         self.compact = compact
         self.db = db
         self.data_dir = data_dir
@@ -166,6 +169,74 @@ class Dreams:
             raise Cancelled(cancel.reason)
         return result[0]
 
+    async def _plan(self, name: str, impl: Phase, now: float, cancel: Cancel) -> Plan:
+        """A run's plan: from a niced process of its own (phases/plan_worker.py) when
+        configured, else (or if that process fails) in a reader thread here, paced."""
+        began = time.monotonic()
+        if (command := self.plan_in_process) is not None:
+            try:
+                plan = await self._watched_process(command, name, impl, now)
+                log.info(
+                    "dream_planned phase=%s in=process ops=%d seconds=%.2f",
+                    name,
+                    len(plan.ops),
+                    time.monotonic() - began,
+                )
+                return plan
+            except PlanProcessFailed as e:
+                log.warning("dream_plan_process_failed phase=%s error=%s", name, e)
+        plan = await self._watched(
+            lambda: self.db.read(lambda c: impl.plan(c, now, cancel)), cancel
+        )
+        log.info(
+            "dream_planned phase=%s in=thread ops=%d seconds=%.2f",
+            name,
+            len(plan.ops),
+            time.monotonic() - began,
+        )
+        return plan
+
+    async def _watched_process(
+        self, command: list[str], name: str, impl: Phase, now: float
+    ) -> Plan:
+        """The plan from a plan worker; Cancelled if the daemon stops meanwhile
+        (the process is killed: it wrote nothing)."""
+        req = plan_worker.PlanRequest(phase=name, now=now, dreams=_configs_of(self.cfg, impl))
+        cmd = [*command, str(self.db.path)]
+        out: list[bytes] = []
+        failed: PlanProcessFailed | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_shutdown() -> None:
+                await self._stopping.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_on_shutdown)
+            try:
+                done = await trio.run_process(
+                    cmd, stdin=msgspec.msgpack.encode(req), capture_stdout=True, check=False
+                )
+            except OSError as e:
+                failed = PlanProcessFailed(f"cannot start the plan worker: {e}")
+            else:
+                if done.returncode != 0:
+                    failed = PlanProcessFailed(f"the plan worker exited with {done.returncode}")
+                out.append(done.stdout)
+            nursery.cancel_scope.cancel()  # (errors are raised outside: not in a group)
+        if failed is not None:
+            raise failed
+        if not out:
+            raise Cancelled("interrupted by shutdown")
+        try:
+            answer = msgspec.msgpack.decode(out[0], type=plan_worker.PlanAnswer)
+        except msgspec.DecodeError as e:
+            raise PlanProcessFailed(f"undecodable plan: {e}") from e
+        if answer.failed is not None:
+            raise error_for_code(answer.failed.code, answer.failed.message)
+        if answer.plan is None:
+            raise PlanProcessFailed("the plan worker answered nothing")
+        return answer.plan
+
     async def _record_interrupted(
         self, name: str, trigger: ledger.Trigger, started: float, why: str
     ) -> None:
@@ -239,9 +310,7 @@ class Dreams:
                 log.info("dream_planning phase=%s trigger=%s", name, trigger)
                 now = self.clock()
                 try:
-                    plan = await self._watched(
-                        lambda: self.db.read(lambda c: impl.plan(c, now, cancel)), cancel
-                    )
+                    plan = await self._plan(name, impl, now, cancel)
                     if isinstance(impl, Rem) and impl.cfg.llm.url:  # REM: the LLM's summaries
                         texts = await self.db.read(lambda c: impl.summary_inputs(c, plan))
                         self.on_status(f"dreaming: {name} writing summaries")
@@ -474,3 +543,20 @@ def stuck_warning(last: list[ledger.RunRecord], backlog: int | None) -> str:
     if changes[0] and all(c == changes[0] for c in changes):
         return f"the last {STUCK_RUNS} runs produced identical counts {changes[0]}: a stuck cycle?"
     return ""
+
+
+class PlanProcessFailed(Exception):
+    """The plan worker could not answer (not a phase's error): plan in-process."""
+
+
+def _configs_of(cfg: DreamsConfig, impl: Phase) -> DreamsConfig:
+    """The dreams config with the phase's own settings (a Dreams built with
+    explicit light/rem settings plans with those)."""
+    match impl:
+        case LightSleep():
+            return msgspec.structs.replace(cfg, light_sleep=impl.cfg)
+        case Rem():
+            return msgspec.structs.replace(cfg, rem=impl.cfg)
+        case DeepSleep():
+            return msgspec.structs.replace(cfg, deep_sleep=impl.cfg, light_sleep=impl.light)
+    return cfg

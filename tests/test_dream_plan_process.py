@@ -1,0 +1,117 @@
+"""Dream runs planned in a niced process of their own (phases/plan_worker.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import trio
+from dream_store import DB, open_db, populate
+from harness import Daemon
+from reverie.daemon.config import DreamsConfig
+from reverie.phases.deep import DeepSleep
+from reverie.phases.light import LightSleep
+from reverie.phases.plan_worker import NICENESS, PlanAnswer, PlanRequest
+from reverie.phases.rem import Rem
+from reverie.phases.service import Dreams
+from reverie.rpc.proto_dreams import DreamsRun
+from reverie.rpc.protocol import Remember
+from reverie.store.database import Database
+from test_dream_rem import embed_all, plant
+
+WORKER = [sys.executable, "-m", "reverie.phases.plan_worker"]
+
+
+def plan_in_a_process(db: Path, phase: str, now: float) -> PlanAnswer:
+    req = PlanRequest(phase=phase, now=now, dreams=DreamsConfig())
+    done = subprocess.run(
+        [*WORKER, str(db)], input=msgspec.msgpack.encode(req), capture_output=True, check=True
+    )
+    return msgspec.msgpack.decode(done.stdout, type=PlanAnswer)
+
+
+def test_the_process_plans_exactly_as_the_daemon_thread(tmp_path: Path) -> None:
+    conn = open_db(tmp_path)
+    now = time.time()
+    populate(conn, now)
+    plant(conn, now)
+    embed_all(conn)
+    for phase, impl in (
+        ("light-sleep", LightSleep()),
+        ("rem", Rem()),
+        ("deep-sleep", DeepSleep()),
+    ):
+        answer = plan_in_a_process(tmp_path / DB, phase, now)
+        assert answer.failed is None and answer.plan is not None
+        here = impl.plan(conn, now)
+        assert msgspec.json.encode(answer.plan) == msgspec.json.encode(here), phase
+        assert answer.plan.ops or phase == "deep-sleep"  # the store gives them work
+    conn.close()
+
+
+def test_a_phase_error_comes_back_as_one(tmp_path: Path) -> None:
+    open_db(tmp_path).close()
+    answer = plan_in_a_process(tmp_path / DB, "nightmare", time.time())
+    assert answer.plan is None and answer.failed is not None
+    assert answer.failed.code == "invalid_params"
+    gone = plan_in_a_process(tmp_path / "absent.db", "rem", time.time())
+    assert gone.failed is not None and gone.plan is None
+
+
+def test_the_process_runs_niced(tmp_path: Path) -> None:
+    open_db(tmp_path).close()
+    proc = subprocess.Popen(
+        [*WORKER, str(tmp_path / DB)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    try:
+        # The worker nices itself first, then reads its request: look while it waits.
+        want = os.getpriority(os.PRIO_PROCESS, 0) + NICENESS
+        deadline = time.monotonic() + 30
+        while os.getpriority(os.PRIO_PROCESS, proc.pid) != want:
+            assert time.monotonic() < deadline, "the worker never lowered its priority"
+            time.sleep(0.02)
+        req = PlanRequest(phase="light-sleep", now=time.time(), dreams=DreamsConfig())
+        out, _ = proc.communicate(msgspec.msgpack.encode(req), timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    answer = msgspec.msgpack.decode(out, type=PlanAnswer)
+    assert answer.plan is not None and answer.plan.ops == []  # an empty store
+
+
+def test_the_daemon_plans_out_of_process_and_in_a_thread_when_told(tmp_path: Path) -> None:
+    for plan_process, where in ((True, "in=process"), (False, "in=thread")):
+        root = tmp_path / where.split("=")[1]
+        root.mkdir()
+        cfg = f'[dreams]\npreset = "off"\nplan_process = {str(plan_process).lower()}\n'
+        with Daemon(root, config=cfg) as d, d.client() as c:
+            for i in range(30):
+                c.remember(f"memory {i} about the deploy pipeline", workspace="w")
+            res = c.call(DreamsRun(phase="light-sleep"))
+            assert res.report is not None and res.report.status == "completed"
+            assert res.report.counts.get("set_meta") == 30
+            assert f"dream_planned phase=light-sleep {where}" in d.log()
+
+
+def test_a_failing_plan_process_falls_back_to_the_thread(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = await Database.open(tmp_path)
+        try:
+            for i in range(10):
+                await db.remember(Remember(content=f"memory {i} about things", workspace="w"))
+            dreams = Dreams(db, tmp_path, DreamsConfig(preset="off"))
+            dreams.plan_in_process = [sys.executable, "-c", "import sys; sys.exit(3)"]
+            res = await dreams.run("light-sleep")
+            assert res.report is not None and res.report.status == "completed"
+            assert res.report.counts.get("set_meta") == 10
+        finally:
+            await db.close()
+
+    trio.run(main)
