@@ -127,6 +127,8 @@ class _Daemon:
             connections=lambda: server.active,
         )
         self.indexer = self._indexer()
+        if self.indexer is not None:
+            self.indexer.busy = METRICS.serving  # load (issue 7): paced while serving
         ix0 = self.indexer
         self.dreams = Dreams(  # manual runs over RPC, scheduled ones below
             self.db,

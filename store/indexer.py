@@ -59,6 +59,8 @@ from reverie.errors import ReverieError
 from reverie.store import vectors
 from reverie.store.connection import open_connection
 from reverie.store.database import Database
+from reverie.store.embed_lexical import LexicalEmbedder
+from reverie.store.embed_worker import RemoteEmbedder
 from reverie.store.embedding import (
     Embedder,
     Vectors,
@@ -77,6 +79,18 @@ from reverie.store.vectors import Change
 
 log = logging.getLogger("reverie.store.indexer")
 EMBED_CHUNK = 64  # texts embedded between GIL hand-overs
+# Pacing (load, issue 7): while clients are being served, following writes is
+# background work. Indexing an observation costs ~0.35 ms (embedding under the
+# GIL, two graph insertions on a core and under the index's write lock); at
+# 1,300 events/s that held the daemon long enough that a 64-client load's
+# write p99 went from 16 to 40 ms and search p99 from 22 to 50 ms. So after
+# each step (an embedded chunk, PACED_ADD insertions) the indexer sleeps as
+# long as the step took (CPU time, at most PACE_MAX_SLEEP_S): at most half the
+# GIL and a core, and vectors lag more while clients are busy (lexical search
+# sees every write at once).
+PACED_ADD = 128
+PACE_MAX_SLEEP_S = 0.05
+PACE_RATIO = 1.0
 SAVE_CHUNK = 256  # vectors stored per write job
 INDEX_DIR = "index"
 REBUILD_THREADS = 2
@@ -121,6 +135,9 @@ class Indexer:
         self._writes = 0  # memories written so far, as notified (for the write rate)
         self._waited = 0  # _writes when the last wait for a quiet period ended
         self.failures = 0
+        self._remote: RemoteEmbedder | None = None  # the embed worker, once used
+        # Clients being served? (daemon/metrics.py METRICS.serving): pacing. None: never.
+        self.busy: Callable[[], bool] | None = None
 
     # -- what searches use ------------------------------------------------------
 
@@ -325,6 +342,9 @@ class Indexer:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._remote is not None:
+            remote, self._remote = self._remote, None
+            await trio.to_thread.run_sync(remote.close)
 
     # -- loading and building (worker threads) --------------------------------------
 
@@ -476,17 +496,22 @@ class Indexer:
             active = [c for c in active if c.id not in skip]
         missing = [c for c in active if c.id not in have]
         for start in range(0, len(missing), EMBED_CHUNK):
+            began = time.thread_time()
             chunk = missing[start : start + EMBED_CHUNK]
-            fresh = gen.embedder.embed([c.content for c in chunk])
+            fresh = self._embed_documents(gen.embedder, [c.content for c in chunk])
             for i, c in enumerate(chunk):
                 have[c.id] = fresh[i]
                 gen.unsaved[c.id] = (c.content_hash, fresh[i])
-            time.sleep(0)  # let the event loop and the writer have the GIL
+            self._pace(time.thread_time() - began)  # (gives the GIL back in any case)
         added: list[tuple[int, str, Vectors]] = []
         moved: list[tuple[int, str]] = []  # (id, the workspace it leaves)
         if active:
             ids = np.array([c.id for c in active], dtype=np.int64)
-            gen.index.add(ids, np.stack([have[c.id] for c in active]))
+            rows = np.stack([have[c.id] for c in active])
+            for start in range(0, len(ids), PACED_ADD):
+                began = time.thread_time()
+                gen.index.add(ids[start : start + PACED_ADD], rows[start : start + PACED_ADD])
+                self._pace(time.thread_time() - began)
             for c in active:
                 old = gen.members.workspace_of(c.id)
                 if old is not None and old != c.workspace:
@@ -501,8 +526,25 @@ class Indexer:
                 if old is not None:
                     moved.append((mid, old))
                 gen.members.set(mid, None)
+        began = time.thread_time()
         gen.scoped.apply(added, moved)
+        self._pace(time.thread_time() - began)
         gen.dirty = True
+
+    def _pace(self, worked_s: float) -> None:
+        pace(self.busy, worked_s)
+
+    def _embed_documents(self, embedder: Embedder, texts: list[str]) -> Vectors:
+        """The lexical embedder's vectors from the embed worker process
+        (store/embed_worker.py: off the daemon's GIL), others' here."""
+        if not self.cfg.embed_process or not isinstance(embedder, LexicalEmbedder):
+            return embedder.embed(texts)
+        remote = self._remote
+        if remote is None or remote.local is not embedder:
+            if remote is not None:
+                remote.close()  # a reload switched embedders
+            remote = self._remote = RemoteEmbedder(embedder, embedder.dim)
+        return remote.embed(texts)
 
     def _build_scoped(self) -> bool:
         """Give one more small workspace its own index; True if others still lack one.
@@ -582,3 +624,13 @@ class Indexer:
             setattr(self.progress, key, value)
         if self._on_progress is not None:
             self._on_progress(self.progress)
+
+
+def pace(busy: Callable[[], bool] | None, worked_s: float) -> None:
+    """Sleep as long as the step just done took (PACE_RATIO times, at most
+    PACE_MAX_SLEEP_S) while clients are being served; otherwise only hand the
+    GIL over (see PACED_ADD)."""
+    if worked_s > 0 and busy is not None and busy():
+        time.sleep(min(PACE_RATIO * worked_s, PACE_MAX_SLEEP_S))
+    else:
+        time.sleep(0)
