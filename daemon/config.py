@@ -98,6 +98,9 @@ class IndexConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_default
     # writes (0.5 s at 100k vectors), which would stall the whole daemon.
     # false: write in process (also the fallback when fork is refused).
     fork_save: bool = True
+    # Embed new documents (lexical embedder) in a process of its own
+    # (store/embed_worker.py), off the daemon's GIL; false: in the indexer's thread.
+    embed_process: bool = True
     batch: Annotated[int, Meta(ge=16, le=65536)] = 1024
     # The index yields to foreground writes: it catches up once writes pause
     # for delay_s, and at the latest max_lag_s after the first pending write.
