@@ -187,4 +187,3 @@ def rem_summaries(conn: apsw.Connection) -> dict[str, dict[int, frozenset[int]]]
         mids = json.loads(str(prov)).get("memories", [])
         out.setdefault(str(ws), {})[int(sid)] = frozenset(int(m) for m in mids)
     return out
-

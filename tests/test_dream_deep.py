@@ -267,8 +267,11 @@ def test_daemon_dry_run_run_undo(short_tmp: Path) -> None:
         ),
     ]
     # Lexical search only: vector neighbours would make the hit lists depend on
-    # when the indexer caught up.
-    with Daemon(short_tmp, config="[index]\nenabled = false\n") as d, d.client() as c:
+    # when the indexer caught up. No recalls: the search below would recall the
+    # stale memory once its recall is flushed (when the daemon is quiet), and the
+    # real run, planned a moment after the dry one, would then keep it.
+    cfg = "[index]\nenabled = false\n[search]\nrecord_recalls = false\n"
+    with Daemon(short_tmp, config=cfg) as d, d.client() as c:
         c.import_records(records)
         by_uid = {r.uid: r for r in c.export(include_forgotten=False)}
         assert all(r.tier == "short" for r in by_uid.values())
