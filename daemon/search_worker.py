@@ -32,6 +32,7 @@ import apsw
 import msgspec
 from msgspec import Struct
 from reverie.daemon.config import SearchConfig
+from reverie.daemon.socket_child import child_main
 from reverie.errors import ReverieError
 from reverie.rpc.framing import DEFAULT_MAX_FRAME, FrameBuffer, encode_frame
 from reverie.rpc.protocol import Hit, Search
@@ -154,20 +155,20 @@ def _failed(e: Exception) -> Failed:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.WARNING, format="search_worker: %(message)s")
-    if len(argv) != 2:
-        print("usage: python -m reverie.daemon.search_worker FD DB_PATH", file=sys.stderr)
-        return 2
-    sock = socket.socket(fileno=int(argv[0]))
+    return child_main(
+        argv,
+        name="search_worker",
+        usage="python -m reverie.daemon.search_worker FD DB_PATH",
+        serve=_serve_or_exit,
+    )
+
+
+def _serve_or_exit(sock: socket.socket, rest: list[str]) -> int:
     try:
-        return serve(sock, Path(argv[1]))
-    except (BrokenPipeError, ConnectionResetError):
-        return 0  # the daemon went away mid-answer
+        return serve(sock, Path(rest[0]))
     except _Protocol as e:
         log.error("out of step with the daemon: %s", e)
         return 1
-    finally:
-        sock.close()
 
 
 if __name__ == "__main__":

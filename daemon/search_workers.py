@@ -13,7 +13,6 @@ latency, never an answer.
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import trio
 from reverie.daemon import logs
 from reverie.daemon.config import SearchConfig
 from reverie.daemon.search_worker import Answer, Failed, Ready, StartSearch, VectorSide
+from reverie.daemon.socket_child import spawn
 from reverie.errors import error_for_code
 from reverie.rpc.framing import DEFAULT_MAX_FRAME, FrameBuffer, encode_frame
 from reverie.rpc.protocol import Search
@@ -64,19 +64,7 @@ class _Worker:
 
     @classmethod
     async def start(cls, command: list[str], db_path: Path) -> _Worker:
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            argv = [*command, str(theirs.fileno()), str(db_path)]
-            proc = await trio.to_thread.run_sync(
-                lambda: subprocess.Popen(
-                    argv, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL
-                )
-            )
-        except BaseException:
-            mine.close()
-            raise
-        finally:
-            theirs.close()
+        proc, mine = await trio.to_thread.run_sync(lambda: spawn(command, str(db_path)))
         worker = cls(proc, trio.SocketStream(trio.socket.from_stdlib_socket(mine)))
         try:
             with trio.fail_after(START_TIMEOUT_S):

@@ -26,6 +26,7 @@ import time
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from reverie.daemon.socket_child import child_main, spawn
 from reverie.rpc.framing import DEFAULT_MAX_FRAME, FrameBuffer, encode_frame
 
 log = logging.getLogger("reverie.embed_worker")
@@ -76,24 +77,11 @@ class RemoteEmbedder:
         return np.frombuffer(body, dtype=np.float32).reshape(len(texts), self.dim).copy()
 
     def _start(self) -> socket.socket:
-        import subprocess
-
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._proc = subprocess.Popen(
-                [*self.command, str(theirs.fileno()), str(self.dim)],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
-        except BaseException:
-            mine.close()
-            raise
-        finally:
-            theirs.close()
-        mine.settimeout(TIMEOUT_S)
-        self._sock = mine
+        self._proc, sock = spawn(self.command, str(self.dim))
+        sock.settimeout(TIMEOUT_S)
+        self._sock = sock
         self._frames = FrameBuffer(DEFAULT_MAX_FRAME)
-        return mine
+        return sock
 
     def _receive(self, sock: socket.socket) -> bytes:
         while True:
@@ -135,17 +123,12 @@ def serve(sock: socket.socket, dim: int) -> int:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.WARNING, format="embed_worker: %(message)s")
-    if len(argv) != 2:
-        print("usage: python -m reverie.store.embed_worker FD DIM", file=sys.stderr)
-        return 2
-    sock = socket.socket(fileno=int(argv[0]))
-    try:
-        return serve(sock, int(argv[1]))
-    except (BrokenPipeError, ConnectionResetError):
-        return 0
-    finally:
-        sock.close()
+    return child_main(
+        argv,
+        name="embed_worker",
+        usage="python -m reverie.store.embed_worker FD DIM",
+        serve=lambda sock, rest: serve(sock, int(rest[0])),
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -148,6 +148,15 @@ class Daemon:
         self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.kill() if t is not None else self.stop()
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
+    """Poll `pred` (a state another process or thread reaches) until true, or fail."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or pred}")
+        time.sleep(0.02)
 
 
 def wait_indexed(c: Client, timeout: float = 60.0) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import apsw
+from harness import wait_until
 from reverie.store.checkpointer import FALLBACK_FACTOR, Checkpointer
 from reverie.store.connection import open_connection
 from reverie.store.database import Database
@@ -26,15 +26,6 @@ def commit_pages(conn: apsw.Connection, pages: int) -> None:
             conn.execute("INSERT INTO t VALUES (zeroblob(?))", (PAGE - 200,))
 
 
-def wait_for(pred: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
-
-
 def test_commits_no_longer_checkpoint_and_the_thread_does(tmp_path: Path) -> None:
     conn = writer_on(tmp_path)
     cp = Checkpointer(tmp_path / "t.db", threshold_pages=50)
@@ -49,7 +40,7 @@ def test_commits_no_longer_checkpoint_and_the_thread_does(tmp_path: Path) -> Non
     cp.start()
     try:
         commit_pages(conn, 10)  # past the threshold: the thread is woken
-        wait_for(lambda: cp.checkpoints >= 1)
+        wait_until(lambda: cp.checkpoints >= 1)
         # Everything written is in the database file: the next write restarts the WAL.
         commit_pages(conn, 1)
         assert cp.wal_pages < 10
@@ -84,7 +75,7 @@ def test_a_reader_holding_a_snapshot_does_not_stop_writes(tmp_path: Path) -> Non
         seen = reader.execute("SELECT count(*) FROM t").get  # snapshot held
         for _ in range(5):
             commit_pages(conn, 40)  # PASSIVE checkpoints cannot pass the reader
-        wait_for(lambda: cp.checkpoints >= 1)
+        wait_until(lambda: cp.checkpoints >= 1)
         assert reader.execute("SELECT count(*) FROM t").get == seen
         reader.execute("COMMIT")
         assert reader.execute("SELECT count(*) FROM t").get == seen + 200

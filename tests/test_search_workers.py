@@ -8,11 +8,10 @@ import os
 import random
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
-from harness import Daemon, wait_indexed
+from harness import Daemon, wait_indexed, wait_until
 from reverie.daemon.search_workers import (
     BACKOFF_FIRST_S,
     BACKOFF_MAX_S,
@@ -100,15 +99,6 @@ def started(d: Daemon) -> set[int]:
     return {int(m) for m in re.findall(r"search_worker_started slot=\d+ pid=(\d+)", d.log())}
 
 
-def wait_for(pred: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -127,7 +117,7 @@ def test_workers_answer_exactly_as_the_daemon_does(tmp_path: Path) -> None:
         assert d.proc is not None
         with d.client() as c:
             c.search("warm up")  # starts them
-            wait_for(lambda: len(started(d)) == 2)
+            wait_until(lambda: len(started(d)) == 2)
             by_workers = answers(c)
         assert set(worker_pids(d.proc.pid)) <= started(d)
     assert by_workers == in_process
@@ -141,7 +131,7 @@ def test_a_killed_worker_costs_no_answer_and_is_replaced(tmp_path: Path) -> None
         pid = d.proc.pid
         fill(c, 60)
         want = [h.memory.id for h in c.search("deploy pipeline wheel").hits]
-        wait_for(lambda: len(started(d)) == 2)
+        wait_until(lambda: len(started(d)) == 2)
         victims = worker_pids(pid)
         assert set(victims) == started(d)
         for v in victims:
@@ -149,7 +139,7 @@ def test_a_killed_worker_costs_no_answer_and_is_replaced(tmp_path: Path) -> None
         # Every search still answers, the same (in the daemon, until replaced).
         for _ in range(20):
             assert [h.memory.id for h in c.search("deploy pipeline wheel").hits] == want
-        wait_for(lambda: len(started(d) - set(victims)) == 2)
+        wait_until(lambda: len(started(d) - set(victims)) == 2)
         for _ in range(5):
             assert [h.memory.id for h in c.search("deploy pipeline wheel").hits] == want
         assert "search_worker_lost" in d.log()
@@ -161,19 +151,19 @@ def test_workers_end_with_the_daemon_even_when_it_is_killed(tmp_path: Path) -> N
     with d.client() as c:
         c.remember("a memory to find", workspace="w")
         c.search("memory")
-    wait_for(lambda: len(worker_pids(d.proc.pid)) == 2)  # type: ignore[union-attr]
+    wait_until(lambda: len(worker_pids(d.proc.pid)) == 2)  # type: ignore[union-attr]
     pids = worker_pids(d.proc.pid)
     assert d.stop() == 0
-    wait_for(lambda: not any(alive(p) for p in pids), 10)
+    wait_until(lambda: not any(alive(p) for p in pids), 10)
 
     d = Daemon(tmp_path, config=config(2)).start()
     assert d.proc is not None
     with d.client() as c:
         c.search("memory")
-    wait_for(lambda: len(worker_pids(d.proc.pid)) == 2)  # type: ignore[union-attr]
+    wait_until(lambda: len(worker_pids(d.proc.pid)) == 2)  # type: ignore[union-attr]
     pids = worker_pids(d.proc.pid)
     d.kill()  # SIGKILL: the workers read EOF and exit by themselves
-    wait_for(lambda: not any(alive(p) for p in pids), 10)
+    wait_until(lambda: not any(alive(p) for p in pids), 10)
 
 
 def test_workers_count_is_read_at_start_only(tmp_path: Path) -> None:
@@ -181,7 +171,7 @@ def test_workers_count_is_read_at_start_only(tmp_path: Path) -> None:
         assert d.config_path is not None
         d.config_path.write_text(config(3) + '\n[dreams]\npreset = "off"\n')
         d.signal(signal.SIGHUP)
-        wait_for(lambda: "reload_needs_restart" in d.log())
+        wait_until(lambda: "reload_needs_restart" in d.log())
         shown: ConfigShowResult = c.call(ConfigShow())
         assert shown.pending_restart == ["search.workers"]
         assert shown.config["search"]["workers"] == 2  # what runs
