@@ -175,12 +175,16 @@ def load_sources(root: Path, indices: list[int]) -> list[dict[str, Any]]:
         conn.close()
 
 
-def daemon_config(mode: str, recalls: bool) -> str:
+def daemon_config(mode: str, recalls: bool, workers: int | None = None) -> str:
     """Lexical mode runs without the vector index, so that its build does not compete
     with the searches measured. --no-recalls turns off the recording of every
-    result (a write per search), to see its share of the latency."""
+    result (a write per search), to see its share of the latency; --search-workers
+    sets the search worker processes (default: the daemon's)."""
     config = "[index]\nenabled = false\n" if mode == "lexical" else ""
-    return config + ("" if recalls else "[search]\nrecord_recalls = false\n")
+    search = ("" if recalls else "record_recalls = false\n") + (
+        "" if workers is None else f"workers = {workers}\n"
+    )
+    return config + (f"[search]\n{search}" if search else "")
 
 
 def wait_for_index(client: Client, timeout: float) -> None:
@@ -307,7 +311,7 @@ def run(root: Path, args: argparse.Namespace) -> None:
     warm, timed = qs[: args.warmup], qs[args.warmup :]
     t0 = time.perf_counter()
     with (
-        Daemon(root, config=daemon_config(args.mode, args.recalls)) as daemon,
+        Daemon(root, config=daemon_config(args.mode, args.recalls, args.search_workers)) as daemon,
         daemon.client(timeout=120) as c,
     ):
         print(f"daemon ready in {time.perf_counter() - t0:.2f} s")
@@ -358,6 +362,11 @@ def main(argv: list[str] | None = None) -> None:
         dest="recalls",
         action="store_false",
         help="do not record recalls (diagnostic: the daemon records every result by default)",
+    )
+    ap.add_argument(
+        "--search-workers",
+        type=int,
+        help="the daemon's [search] workers (0: searches run in its threads)",
     )
     ap.add_argument(
         "--index-timeout", type=float, default=1800, help="seconds to wait for the vector index"
