@@ -175,26 +175,13 @@ class Dreams:
         began = time.monotonic()
         if (command := self.plan_in_process) is not None:
             try:
-                plan = await self._watched_process(command, name, impl, now)
-                log.info(
-                    "dream_planned phase=%s in=process ops=%d seconds=%.2f",
-                    name,
-                    len(plan.ops),
-                    time.monotonic() - began,
-                )
-                return plan
+                return _planned(await self._watched_process(command, name, impl, now), began)
             except PlanProcessFailed as e:
                 log.warning("dream_plan_process_failed phase=%s error=%s", name, e)
         plan = await self._watched(
             lambda: self.db.read(lambda c: impl.plan(c, now, cancel)), cancel
         )
-        log.info(
-            "dream_planned phase=%s in=thread ops=%d seconds=%.2f",
-            name,
-            len(plan.ops),
-            time.monotonic() - began,
-        )
-        return plan
+        return _planned(plan, began, where="thread")
 
     async def _watched_process(
         self, command: list[str], name: str, impl: Phase, now: float
@@ -214,7 +201,10 @@ class Dreams:
             nursery.start_soon(stop_on_shutdown)
             try:
                 done = await trio.run_process(
-                    cmd, stdin=msgspec.msgpack.encode(req), capture_stdout=True, check=False
+                    cmd,
+                    stdin=msgspec.msgpack.encode(req),
+                    capture_stdout=True,
+                    check=False,
                 )
             except OSError as e:
                 failed = PlanProcessFailed(f"cannot start the plan worker: {e}")
@@ -543,6 +533,17 @@ def stuck_warning(last: list[ledger.RunRecord], backlog: int | None) -> str:
     if changes[0] and all(c == changes[0] for c in changes):
         return f"the last {STUCK_RUNS} runs produced identical counts {changes[0]}: a stuck cycle?"
     return ""
+
+
+def _planned(plan: Plan, began: float, where: str = "process") -> Plan:
+    log.info(
+        "dream_planned phase=%s in=%s ops=%d seconds=%.2f",
+        plan.phase,
+        where,
+        len(plan.ops),
+        time.monotonic() - began,
+    )
+    return plan
 
 
 class PlanProcessFailed(Exception):
