@@ -315,7 +315,9 @@ def check_online(
         for mid, text in fresh.items():
             if c.get(mid).content != text:
                 raise _fail(f"memory {mid}: served text differs")
-        wait_indexed(c, timeout=120)
+        # Generous: 50 iterations grow the store to ~400k memories, where a
+        # workspace index's build (before the catch-up resumes) outlasted 120 s.
+        wait_indexed(c, timeout=600)
         ix = c.status().index
         want = _indexable(db)
         if ix is None or ix.vectors != len(want):
