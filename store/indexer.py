@@ -73,24 +73,13 @@ from reverie.store.index_generation import Generation as _Generation
 from reverie.store.index_generation import IndexView as IndexView
 from reverie.store.index_generation import Progress as Progress
 from reverie.store.index_generation import query_vector as _query_vector
+from reverie.store.index_pacing import PACED_ADD, pace
 from reverie.store.scoped_index import stored_vectors
 from reverie.store.vector_index import DEFAULT_NAME, HnswParams, Neighbours, VectorIndex
 from reverie.store.vectors import Change
 
 log = logging.getLogger("reverie.store.indexer")
 EMBED_CHUNK = 64  # texts embedded between GIL hand-overs
-# Pacing (load, issue 7): while clients are being served, following writes is
-# background work. Indexing an observation costs ~0.35 ms (embedding under the
-# GIL, two graph insertions on a core and under the index's write lock); at
-# 1,300 events/s that held the daemon long enough that a 64-client load's
-# write p99 went from 16 to 40 ms and search p99 from 22 to 50 ms. So after
-# each step (an embedded chunk, PACED_ADD insertions) the indexer sleeps as
-# long as the step took (CPU time, at most PACE_MAX_SLEEP_S): at most half the
-# GIL and a core, and vectors lag more while clients are busy (lexical search
-# sees every write at once).
-PACED_ADD = 128
-PACE_MAX_SLEEP_S = 0.05
-PACE_RATIO = 1.0
 SAVE_CHUNK = 256  # vectors stored per write job
 INDEX_DIR = "index"
 REBUILD_THREADS = 2
@@ -624,13 +613,3 @@ class Indexer:
             setattr(self.progress, key, value)
         if self._on_progress is not None:
             self._on_progress(self.progress)
-
-
-def pace(busy: Callable[[], bool] | None, worked_s: float) -> None:
-    """Sleep as long as the step just done took (PACE_RATIO times, at most
-    PACE_MAX_SLEEP_S) while clients are being served; otherwise only hand the
-    GIL over (see PACED_ADD)."""
-    if worked_s > 0 and busy is not None and busy():
-        time.sleep(min(PACE_RATIO * worked_s, PACE_MAX_SLEEP_S))
-    else:
-        time.sleep(0)

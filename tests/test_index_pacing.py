@@ -1,16 +1,16 @@
-"""The vector indexer paces itself while clients are served (store/indexer.py pace())."""
+"""The vector indexer paces itself while clients are served (store/index_pacing.py)."""
 
 from __future__ import annotations
 
 import pytest
-from reverie.store import indexer
-from reverie.store.indexer import PACE_MAX_SLEEP_S, PACE_RATIO, pace
+from reverie.store import index_pacing
+from reverie.store.index_pacing import PACE_MAX_SLEEP_S, PACE_RATIO, pace
 
 
 @pytest.fixture
 def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     calls: list[float] = []
-    monkeypatch.setattr(indexer.time, "sleep", calls.append)
+    monkeypatch.setattr(index_pacing.time, "sleep", calls.append)
     return calls
 
 
