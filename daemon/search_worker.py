@@ -7,7 +7,7 @@ structs) and SQLite. In the daemon those hold one GIL with everything else
 it does (commits, indexing, dreams): under load a search waited there far
 longer than it ran. The daemon keeps what needs its memory (the query's
 vector neighbours from the HNSW index, store/hybrid.py vector_side()) and
-sends the rest (hybrid.finish()) here, to a process with its own read-only
+sends the rest (hybrid.lexical_side() and combine()) here, to a process with its own read-only
 connection and its own GIL.
 
 The protocol is the wire protocol's framing (rpc/framing.py) over the

@@ -59,7 +59,8 @@ def run(
     """One search, blocking (a reader thread runs it with its own connection)."""
     notes: list[str] = []
     vec = vector_side(conn, req, cfg=cfg, indexer=indexer, notes=notes)
-    return finish(conn, req, cfg=cfg, vec=vec, notes=notes)
+    lex = lexical_side(conn, req, cfg=cfg)
+    return combine(conn, req, cfg=cfg, lex=lex, vec=vec, notes=notes)
 
 
 def vector_side(
@@ -72,26 +73,13 @@ def vector_side(
 ) -> list[tuple[int, float]] | None:
     """The vector neighbours of the query, or None (lexical only; why goes in `notes`).
 
-    The part of a search that needs the daemon's vector index; finish() does
-    the rest with SQLite alone, so a search worker process can run it.
+    The part of a search that needs the daemon's vector index; lexical_side()
+    and combine() do the rest with SQLite alone, so a search worker can run them.
     """
     mode = req.mode or cfg.mode
     if mode == "lexical" or lexical.fts_query(req.query) is None:
         return None
     return _vector(conn, req, max(cfg.candidates, req.limit), indexer, notes)
-
-
-def finish(
-    conn: apsw.Connection,
-    req: Search,
-    *,
-    cfg: SearchConfig,
-    vec: list[tuple[int, float]] | None,
-    notes: list[str],
-) -> Outcome:
-    """The search from the vector side's result on, with SQLite alone."""
-    lex = lexical_side(conn, req, cfg=cfg)
-    return combine(conn, req, cfg=cfg, lex=lex, vec=vec, notes=notes)
 
 
 def lexical_side(

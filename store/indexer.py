@@ -66,6 +66,7 @@ from reverie.store.embedding import (
     Vectors,
     embedder_for_model,
 )
+from reverie.store.index_apply import apply_changes
 from reverie.store.index_file import CorruptIndex, read_header
 from reverie.store.index_generation import Abandoned as _Abandoned
 from reverie.store.index_generation import DocFreq as DocFreq
@@ -73,13 +74,12 @@ from reverie.store.index_generation import Generation as _Generation
 from reverie.store.index_generation import IndexView as IndexView
 from reverie.store.index_generation import Progress as Progress
 from reverie.store.index_generation import query_vector as _query_vector
-from reverie.store.index_pacing import PACED_ADD, pace
+from reverie.store.index_pacing import pace
 from reverie.store.scoped_index import stored_vectors
 from reverie.store.vector_index import DEFAULT_NAME, HnswParams, Neighbours, VectorIndex
 from reverie.store.vectors import Change
 
 log = logging.getLogger("reverie.store.indexer")
-EMBED_CHUNK = 64  # texts embedded between GIL hand-overs
 SAVE_CHUNK = 256  # vectors stored per write job
 INDEX_DIR = "index"
 REBUILD_THREADS = 2
@@ -469,56 +469,7 @@ class Indexer:
     def _apply(self, gen: _Generation, changes: list[Change]) -> None:
         """Bring these memories' vectors into `gen` (blocking)."""
         assert self._conn is not None
-        active = [c for c in changes if c.active]
-        model = gen.embedder.model_id
-        have = vectors.stored(self._conn, model, active)
-        # A change of metadata only (light sleep's set_meta gives 100k memories a
-        # new seq each) leaves the index as it is: drop memories indexed in the
-        # same workspace whose stored vector is the one the index holds (checked
-        # under the index's shared lock, so searches go on). Passed to add they
-        # were compared under the exclusive lock, and again by every workspace
-        # index: 0.1-0.2 ms each, with searches waiting.
-        same = [c for c in active if c.id in have and gen.members.workspace_of(c.id) == c.workspace]
-        if same:
-            held = gen.index.holds([c.id for c in same], np.stack([have[c.id] for c in same]))
-            skip = {c.id for c, h in zip(same, held.tolist(), strict=True) if h}
-            active = [c for c in active if c.id not in skip]
-        missing = [c for c in active if c.id not in have]
-        for start in range(0, len(missing), EMBED_CHUNK):
-            began = time.thread_time()
-            chunk = missing[start : start + EMBED_CHUNK]
-            fresh = self._embed_documents(gen.embedder, [c.content for c in chunk])
-            for i, c in enumerate(chunk):
-                have[c.id] = fresh[i]
-                gen.unsaved[c.id] = (c.content_hash, fresh[i])
-            self._pace(time.thread_time() - began)  # (gives the GIL back in any case)
-        added: list[tuple[int, str, Vectors]] = []
-        moved: list[tuple[int, str]] = []  # (id, the workspace it leaves)
-        if active:
-            ids = np.array([c.id for c in active], dtype=np.int64)
-            rows = np.stack([have[c.id] for c in active])
-            for start in range(0, len(ids), PACED_ADD):
-                began = time.thread_time()
-                gen.index.add(ids[start : start + PACED_ADD], rows[start : start + PACED_ADD])
-                self._pace(time.thread_time() - began)
-            for c in active:
-                old = gen.members.workspace_of(c.id)
-                if old is not None and old != c.workspace:
-                    moved.append((c.id, old))
-                gen.members.set(c.id, c.workspace)
-                added.append((c.id, c.workspace, have[c.id]))
-        gone = [c.id for c in changes if not c.active]
-        if gone:
-            gen.index.remove(np.array(gone, dtype=np.int64))
-            for mid in gone:
-                old = gen.members.workspace_of(mid)
-                if old is not None:
-                    moved.append((mid, old))
-                gen.members.set(mid, None)
-        began = time.thread_time()
-        gen.scoped.apply(added, moved)
-        self._pace(time.thread_time() - began)
-        gen.dirty = True
+        apply_changes(self._conn, gen, changes, embed=self._embed_documents, pace=self._pace)
 
     def _pace(self, worked_s: float) -> None:
         pace(self.busy, worked_s)
