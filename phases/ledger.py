@@ -87,10 +87,14 @@ def finish_run(
     counts: dict[str, int],
     notes: str,
     errors: list[str],
+    watermark: int | None = None,
+    pending: list[int] | None = None,
 ) -> RunRecord:
+    """`watermark`, `pending`: REM's incremental state (phases/rem_view.py)."""
     conn.execute(
         "UPDATE dream_runs SET status = ?, completed_at = ?, duration_ms = ?, "
-        "items_processed = ?, counts = ?, notes = ?, errors = ? WHERE id = ?",
+        "items_processed = ?, counts = ?, notes = ?, errors = ?, watermark = ?, pending = ? "
+        "WHERE id = ?",
         (
             status,
             completed_at,
@@ -99,6 +103,8 @@ def finish_run(
             _json.encode(counts).decode(),
             notes,
             _json.encode(errors).decode(),
+            watermark,
+            _json.encode(pending or []).decode(),
             run_id,
         ),
     )

@@ -70,6 +70,7 @@ from reverie.phases.rem_view import (
     read_candidates,
     rem_summaries,
     store_model,
+    watermark,
 )
 from reverie.phases.runner import Plan
 from reverie.phases.settings import RemConfig as RemConfig  # one class, [dreams.rem]
@@ -106,17 +107,26 @@ class Rem:
         embedder = embedder_for_model(model) if model else LexicalEmbedder()
         model = model or (embedder.model_id if embedder else None)
         since = changed_since(conn, cfg)
+        mark = watermark(conn)
         by_ws, items_total = read_candidates(conn, cfg, model, since, cancel)
         mems: dict[int, Mem] = {}
         pairs: list[tuple[int, int, float]] = []
         spaces: list[_Space] = []
+        # Changed memories this run leaves uncompared (caps, no vector yet): the
+        # next run counts them changed again (rem_view.Since).
+        pending: set[int] = set()
         skipped = via_index = read = 0
-        for ws, items in by_ws.items():
+        todo = list(by_ws.items())
+        for k, (ws, items) in enumerate(todo):
             cancel.check()
+            if len(pairs) >= cfg.max_pairs:  # the pair cap: the rest waits
+                pending.update(m.id for _, rest in todo[k:] for m, _ in rest if m.dirty)
+                break
             if not any(m.dirty for m, _ in items):
                 continue
             missing = sum(not has for _, has in items)
             if missing and embedder is None:
+                pending.update(m.id for m, has in items if m.dirty and not has)
                 items = [it for it in items if it[1]]
                 skipped += missing
             if len(items) < 2:
@@ -129,34 +139,44 @@ class Rem:
             if view is None or not uses_index(len(ws_mems), n_dirty, cfg.index_min_cells):
                 vecs = RowVectors.dense(vecs.all())  # the exact path compares every row
             read += vecs.loaded
-            found, used = _pairs(ws_mems, vecs, cfg, cfg.max_pairs - len(pairs), view, cancel)
+            found, used, cut = _pairs(ws_mems, vecs, cfg, cfg.max_pairs - len(pairs), view, cancel)
+            pending |= cut
             spaces.append(_Space(ws, ws_mems, vecs, view, found))
             pairs += found
             via_index += used
-            if len(pairs) >= cfg.max_pairs:
-                break
         cancel.check()
-        ops, dups, sups = self._ops(mems, pairs, cancel)
+        ops, dups, sups, dropped = self._ops(mems, pairs, cancel)
+        pending |= dropped
         notes = (
             f"compared {sum(m.dirty for m in mems.values())} changed of {items_total} active "
             f"memories ({model}); {len(pairs)} candidate pairs; "
             f"merged {dups} duplicates, superseded {sups} outdated facts"
         )
         if cfg.cluster_summaries:
-            summaries, note = self._summaries(conn, spaces, ops, since is None, cancel)
+            summaries, waiting, note = self._summaries(conn, spaces, ops, since is None, cancel)
             ops += summaries
+            pending |= waiting
             notes += f"; {note}"
         if via_index:
             loaded = sum(s.vecs.loaded for s in spaces)
             notes += f"; {via_index} workspaces through the vector index ({loaded} vectors read)"
         if skipped:
             notes += f"; {skipped} memories without a {model} vector skipped"
+        if pending:
+            notes += f"; {len(pending)} changed memories left for the next run"
         if ops and cfg.digest:
             ops.append(_digest_op(ops, spaces))
         llm_note = rem_clusters.dry_run_note(ops, cfg)
         if llm_note:
             notes += f"; {llm_note}"
-        return Plan(phase=self.name, ops=ops, items=items_total, notes=notes)
+        return Plan(
+            phase=self.name,
+            ops=ops,
+            items=items_total,
+            notes=notes,
+            watermark=mark,
+            pending=sorted(pending),
+        )
 
     def _summaries(
         self,
@@ -165,8 +185,9 @@ class Rem:
         ops: list[Op],
         full: bool,
         cancel: Cancel = NEVER,
-    ) -> tuple[list[Op], str]:
-        """Cluster summary ops per workspace (rem_clusters.py), and a note."""
+    ) -> tuple[list[Op], set[int], str]:
+        """Cluster summary ops per workspace (rem_clusters.py), the members of the
+        clusters the cap leaves for the next run, and a note."""
         cfg = self.cfg
         survivor: dict[int, int] = {}
         for op in ops:
@@ -182,7 +203,7 @@ class Rem:
             return i
 
         existing = rem_summaries(conn)
-        out: list[Op] = []
+        out: list[SummarizeCluster] = []
         big = 0
         for space in spaces:
             cancel.check()
@@ -202,7 +223,8 @@ class Rem:
             note += f" ({len(out) - cfg.max_summaries} more wait for the next run)"
         if big:
             note += f"; {big} clusters above {cfg.cluster_max_size} memories left alone"
-        return out[: cfg.max_summaries], note
+        waiting = {m for op in out[cfg.max_summaries :] for m in op.members}
+        return list(out[: cfg.max_summaries]), waiting, note
 
     def _components(
         self, space: _Space, surv: Callable[[int], int], full: bool, cancel: Cancel = NEVER
@@ -231,7 +253,9 @@ class Rem:
         def expand(ids: list[int]) -> list[tuple[int, int]]:
             mask = np.zeros(len(space.mems), dtype=bool)
             mask[[row_of[i] for i in ids if i in row_of]] = True
-            found, _ = _pairs(space.mems, space.vecs, cfg, cfg.max_pairs, space.view, cancel, mask)
+            found, _, _ = _pairs(
+                space.mems, space.vecs, cfg, cfg.max_pairs, space.view, cancel, mask
+            )
             return related(found)
 
         done = None if full else {m.id for m in space.mems if m.dirty}
@@ -267,11 +291,20 @@ class Rem:
             notes = notes.replace(f"; {dry}", "")
         if note:
             notes += f"; {note}"
-        return Plan(phase=plan.phase, ops=ops, items=plan.items, notes=notes)
+        return Plan(
+            phase=plan.phase,
+            ops=ops,
+            items=plan.items,
+            notes=notes,
+            watermark=plan.watermark,
+            pending=plan.pending,
+        )
 
     def _ops(
         self, mems: dict[int, Mem], pairs: list[tuple[int, int, float]], cancel: Cancel = NEVER
-    ) -> tuple[list[Op], int, int]:
+    ) -> tuple[list[Op], int, int, set[int]]:
+        """The merge and supersede ops (at most `max_ops`), how many of each, and
+        the memories of the ops past the cap (left for the next run)."""
         cfg = self.cfg
         dup = UnionFind()
         dup_members: set[int] = set()
@@ -323,7 +356,17 @@ class Rem:
                     )
                 )
                 sups += 1
-        return ops[: cfg.max_ops], dups, sups
+        dropped = {i for op in ops[cfg.max_ops :] for i in _ids(op)}
+        return ops[: cfg.max_ops], dups, sups, dropped
+
+
+def _ids(op: Op) -> list[int]:
+    """The memories a merge or supersede op touches."""
+    if isinstance(op, MergeDuplicates):
+        return [op.canonical, *op.sources]
+    if isinstance(op, Supersede):
+        return [op.old_id, op.new_id]
+    return []
 
 
 def _keep_key(m: Mem) -> tuple[Any, ...]:
@@ -338,19 +381,21 @@ def _pairs(
     view: IndexView | None,
     cancel: Cancel = NEVER,
     dirty: npt.NDArray[np.bool_] | None = None,
-) -> tuple[list[tuple[int, int, float]], bool]:
+) -> tuple[list[tuple[int, int, float]], bool, set[int]]:
     """(id, id, cosine) of every pair above the lower threshold with a changed member.
 
     In the order of rem_pairs.candidate_pairs (changed member first), at
-    most `budget`; and whether the index found them.
+    most `budget`; whether the index found them; and the changed memories
+    whose pairs the budget cut (`_cut`).
     """
     if len(mems) < 2 or budget <= 0:
-        return [], False
+        return [], False, set()
+    changed = np.array([m.dirty for m in mems], dtype=bool) if dirty is None else dirty
     found, used = candidate_pairs(
         vecs,
         np.array([m.id for m in mems], dtype=np.int64),
         np.array([m.seq for m in mems], dtype=np.int64),
-        np.array([m.dirty for m in mems], dtype=bool) if dirty is None else dirty,
+        changed,
         _floor(cfg),
         block_cells=cfg.block_cells,
         index_k=cfg.index_k,
@@ -358,7 +403,31 @@ def _pairs(
         view=view,
         cancel=cancel,
     )
-    return [(mems[a].id, mems[b].id, cos) for a, b, cos in found[:budget]], used
+    cut = _cut(found, budget, changed)
+    return (
+        [(mems[a].id, mems[b].id, cos) for a, b, cos in found[:budget]],
+        used,
+        {mems[r].id for r in cut},
+    )
+
+
+def _cut(
+    found: list[tuple[int, int, float]], budget: int, changed: npt.NDArray[np.bool_]
+) -> list[int]:
+    """The changed rows not all of whose pairs fit in `budget`.
+
+    `found` is sorted by its first row, a changed one (candidate_pairs): when
+    the budget ends at a pair of row c, every changed row before c has all its
+    pairs kept (a pair of two changed rows is listed under the lower one).
+    Row c counts as done when it is the first changed row, so that each run
+    completes at least one (its pairs past the budget are then not looked at).
+    """
+    if len(found) <= budget:
+        return []
+    c = found[budget][0]
+    rows = np.flatnonzero(changed)
+    first = not bool((rows < c).any())
+    return [int(r) for r in rows if r > c or (r == c and not first)]
 
 
 def _floor(cfg: RemConfig) -> float:

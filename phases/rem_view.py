@@ -5,9 +5,14 @@ Candidates. Per workspace, the active memories (archived ones, the
 summaries and digests) with, for each, whether it has a current vector of
 the model with the most rows in `embeddings` (the one the daemon indexes
 with; reused only while its content hash still matches). A memory is
-*changed* when updated since the last completed REM run (minus
-`rescan_margin_s`); the first run, or `incremental = false`, counts all of
-them changed.
+*changed* when written since the last completed REM run read the store:
+its `seq` (every write to a memory takes a higher one) is above the run's
+watermark, the highest `seq` that run's plan saw. Not a time: a write
+between a plan and its ledger row, or under a clock set back, is still
+after the watermark. Also changed: the memories that run left for the
+next one (`pending`: its caps on pairs, ops and summaries, memories it could
+not embed). The first run, a run after one recorded before watermarks, or
+`incremental = false`, counts all of them changed.
 
 Reads. An incremental run reads the rows of the workspaces with a changed
 memory only (the rest is counted); vectors are read later, per row block,
@@ -54,23 +59,42 @@ def store_model(conn: apsw.Connection) -> str | None:
     return str(row[0]) if row else None
 
 
-def changed_since(conn: apsw.Connection, cfg: RemConfig) -> float | None:
-    """Memories updated after this are 'changed since the last REM run' (None: all)."""
+@dataclass(frozen=True, slots=True)
+class Since:
+    """What the last completed REM run left: memories above `seq`, and `pending`, changed."""
+
+    seq: int
+    pending: frozenset[int]
+
+    def changed(self, mid: int, seq: int) -> bool:
+        return seq > self.seq or mid in self.pending
+
+
+def watermark(conn: apsw.Connection) -> int:
+    """The highest `seq` now: read before the candidates, so that a write committed
+    between the two reads counts as changed next time too (compared twice, never
+    missed)."""
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM memories").get)
+
+
+def changed_since(conn: apsw.Connection, cfg: RemConfig) -> Since | None:
+    """Where this run starts (None: everything counts as changed)."""
     if not cfg.incremental:
         return None
     row = conn.execute(
-        "SELECT max(started_at) FROM dream_runs WHERE phase = 'rem' AND status = 'completed'"
+        "SELECT watermark, pending FROM dream_runs WHERE phase = 'rem' AND status = 'completed' "
+        "ORDER BY id DESC LIMIT 1"
     ).fetchone()
-    if row is None or row[0] is None:
+    if row is None or row[0] is None:  # never ran, or ran before watermarks (schema 8)
         return None
-    return float(row[0]) - cfg.rescan_margin_s
+    return Since(int(row[0]), frozenset(int(i) for i in json.loads(str(row[1]))))
 
 
 def read_candidates(
     conn: apsw.Connection,
     cfg: RemConfig,
     model: str | None,
-    since: float | None,
+    since: Since | None,
     cancel: Cancel = NEVER,
 ) -> tuple[dict[str, list[tuple[Mem, bool]]], int]:
     """workspace -> [(memory, has a current `model` vector)], and how many candidates
@@ -91,9 +115,10 @@ def read_candidates(
         # Incremental: only the workspaces with a changed memory are read
         # (rows and vectors); the others only counted.
         count, changed = conn.execute(  # one row, always
-            f"SELECT count(*), json_group_array(DISTINCT CASE WHEN m.updated_at >= ? "
-            f"THEN m.workspace END) FROM memories m WHERE {where}",
-            (since, *args),
+            "SELECT count(*), json_group_array(DISTINCT CASE WHEN m.seq > ? OR m.id IN "
+            "(SELECT value FROM json_each(?)) THEN m.workspace END) "
+            f"FROM memories m WHERE {where}",
+            (since.seq, _json.encode(sorted(since.pending)).decode(), *args),
         ).fetchall()[0]
         total = int(str(count))
         spaces_ws = [w for w in json.loads(str(changed)) if w is not None]
@@ -101,7 +126,7 @@ def read_candidates(
         args = (*args, *spaces_ws)
     rows: list[tuple[Any, ...]] = conn.execute(
         "SELECT m.id, m.workspace, m.kind, m.content, m.observed_at, m.recall_count, "
-        "json_extract(m.metadata, '$.pinned'), m.updated_at, m.seq, "
+        "json_extract(m.metadata, '$.pinned'), m.seq, "
         "e.content_hash IS m.content_hash "  # a current vector (read later, if needed)
         "FROM memories m LEFT JOIN embeddings e ON e.memory_id = m.id AND e.model = ? "
         f"WHERE {where}{scope} ORDER BY m.workspace, m.id",
@@ -110,9 +135,7 @@ def read_candidates(
     items_total = len(rows) if total is None else int(total)
     cancel.check()
     by_ws: dict[str, list[tuple[Mem, bool]]] = {}
-    for n, (mid, ws, kind, content, observed, rcount, pinned, updated, seq, has) in enumerate(
-        rows, 1
-    ):
+    for n, (mid, ws, kind, content, observed, rcount, pinned, seq, has) in enumerate(rows, 1):
         cancel.every(n)
         mem = Mem(
             int(mid),
@@ -121,7 +144,7 @@ def read_candidates(
             float(observed),
             int(rcount),
             bool(pinned),
-            since is None or float(updated) >= since,
+            since is None or since.changed(int(mid), int(seq)),
             int(seq),
         )
         by_ws.setdefault(str(ws), []).append((mem, bool(has)))

@@ -53,6 +53,10 @@ class Plan(msgspec.Struct, kw_only=True):
     ops: list[Op]
     items: int  # memories examined (the run's itemsProcessed)
     notes: str = ""
+    # REM's incremental state, kept in the run's ledger row (phases/rem_view.py):
+    # the highest memory seq the plan read, and the memories left for the next run.
+    watermark: int | None = None
+    pending: list[int] = msgspec.field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -157,6 +161,8 @@ def apply_plan(
             counts=counts,
             notes=notes,
             errors=errors,
+            watermark=plan.watermark,
+            pending=plan.pending,
         )
     )
     ledger.append_line(data_dir, ledger.entry(record))

@@ -127,7 +127,6 @@ class RemConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # sleep distils per session: merging them across sessions would break that.
     skip_session_observations: bool = True
     incremental: bool = True  # compare only memories changed since the last REM run
-    rescan_margin_s: float = 3600.0  # plan-to-ledger gap and clock skew, re-covered
     # Similarity cells per block (64 MB of float32): at 100k, 160-row blocks run
     # OpenBLAS at ~200 GFLOP/s on 2 cores against ~170 for 80 rows, ~110 for 40.
     block_cells: int = 16_000_000

@@ -281,6 +281,15 @@ CREATE TABLE memory_versions (
 ) STRICT, WITHOUT ROWID;
 """
 
+# -- REM's incremental runs (phases/rem_view.py): a completed run records the
+# highest memory `seq` its plan read (every write to a memory takes a higher one,
+# so "changed since" is `seq > watermark`, whatever the clocks did) and the
+# memories it had to leave for the next run (its caps), as a JSON array of ids.
+_V8_REM_WATERMARK = """
+ALTER TABLE dream_runs ADD COLUMN watermark INTEGER;
+ALTER TABLE dream_runs ADD COLUMN pending TEXT NOT NULL DEFAULT '[]';
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _V1,
     _V2,
@@ -289,6 +298,7 @@ MIGRATIONS: tuple[str, ...] = (
     _V5_EPISODES,
     _V6_DREAMS,
     _V7_VERSIONS,  # memory versions
+    _V8_REM_WATERMARK,
 )
 LATEST = len(MIGRATIONS)
 

@@ -291,20 +291,20 @@ def test_incremental_compares_only_changed_memories(tmp_path: Path, incremental:
     conn = open_db(tmp_path)
     now = time.time()
     plant(conn, now)
+    # `a` is there before the first run (nothing like it yet), and untouched since.
+    a = remember(conn, "The ingest queue drains every 5 minutes.", now - DAY)
     cfg = RemConfig(incremental=incremental)
-    ran = now + 2 * cfg.rescan_margin_s  # the last run started well after the plant
+    ran = now + DAY
     first = Rem(cfg).plan(conn, ran)
+    assert first.pending == [] and first.watermark == max(s for s, _ in seqs(conn).values())
     apply_plan(first, transact=transact_on(conn), clock=lambda: ran)
     # The survivors changed (their provenance) in that run: they are compared again.
     survivors = {
         _ids(op)[0 if isinstance(op, MergeDuplicates) else 1] for op in first.ops if _ids(op)
     }
-    late = ran + 60
-    a = remember(conn, "The ingest queue drains every 5 minutes.", now - DAY)
+    # `b` is new, written under a clock set back a day: still after the watermark.
+    late = now - DAY
     b = remember(conn, "the ingest queue drains every 5 minutes!", late)
-    with conn:  # `a` is an old near-copy untouched since the last run; `b` is new
-        conn.execute("UPDATE memories SET updated_at = ? WHERE id = ?", (now - DAY, a))
-        conn.execute("UPDATE memories SET updated_at = ? WHERE id = ?", (late, b))
     plan = Rem(cfg).plan(conn, late)
     merges = [(op.canonical, op.sources) for op in plan.ops if isinstance(op, MergeDuplicates)]
     assert merges == [(a, [b])]

@@ -112,7 +112,7 @@ def test_a_growing_cluster_gets_a_new_summary_superseding_the_old(tmp_path: Path
     now = time.time()
     plant(conn, now)
     cfg = RemConfig()
-    ran = now + 2 * cfg.rescan_margin_s
+    ran = now + DAY
     first = Rem(cfg).plan(conn, ran)
     apply_plan(first, transact=transact_on(conn), clock=lambda: ran)
     old = next(op for op in _summaries(first) if "prefers" in op.content)
@@ -171,7 +171,7 @@ def test_caps_small_clusters_and_switches(tmp_path: Path) -> None:
     b = remember(c2, "The release train deploys the search service every Tuesday morning.", t + 1)
     assert Rem().plan(c2, now).ops == []
     cfg = RemConfig()
-    ran = now + 2 * cfg.rescan_margin_s
+    ran = now + DAY
     apply_plan(Rem(cfg).plan(c2, ran), transact=transact_on(c2), clock=lambda: ran)
     c = remember(c2, "The release train deploys the checkout service every Tuesday morning.", t + 2)
     with c2:
