@@ -48,6 +48,14 @@ RECALL_JOB = 32  # searches' recalls per writer job
 # RECALL_MAX_DELAY_S is written in jobs one after the other (below), so other
 # writes interleave with it instead of waiting for one long transaction.
 RECALL_FLUSH_AT = 64 * RECALL_JOB
+# Between two jobs of a flush the flusher pauses as long as the job took (at
+# least RECALL_PAUSE_MIN_S, at most RECALL_PAUSE_MAX_S). Back to back, the 16
+# jobs of 10 s of recalls under 50 searches/s wrote ~32 MB of WAL in 0.4 s (each
+# recall rewrites its memory's page: recall_count), and the checkpoints they set
+# off with them: every commit's fsync in that burst waited behind it (remember p99
+# 25 -> 11 ms, search 36 -> 23 ms without recall writes, tests/bench/bench_load.py).
+RECALL_PAUSE_MIN_S = 0.01
+RECALL_PAUSE_MAX_S = 0.1
 log = logging.getLogger("reverie.store.database")
 
 
@@ -215,10 +223,16 @@ class Database:
             while batch:
                 part = batch[:RECALL_JOB]
                 del batch[:RECALL_JOB]
+                began = trio.current_time()
                 try:
                     await self._writer.run(functools.partial(recalls.record_many, batch=part))
                 except ReverieError as e:
                     log.warning("recording recalls failed: %s", e.message)
+                if batch:  # spread the flush's I/O (RECALL_PAUSE_MIN_S)
+                    took = trio.current_time() - began
+                    await trio.sleep(min(RECALL_PAUSE_MAX_S, max(RECALL_PAUSE_MIN_S, took)))
+                if self._recalls_flushing is not batch:
+                    break  # closed meanwhile: close_blocking took the rest
             self.recalls_writing = False
         self._recall_flush_pending = False
 

@@ -13,7 +13,10 @@ from reverie.rpc.protocol import Remember
 from reverie.store.database import (
     RECALL_FLUSH_AT,
     RECALL_IDLE_S,
+    RECALL_JOB,
     RECALL_MAX_DELAY_S,
+    RECALL_PAUSE_MAX_S,
+    RECALL_PAUSE_MIN_S,
     Database,
 )
 
@@ -32,7 +35,8 @@ async def advance(db: Database, clock: trio.testing.MockClock, seconds: float) -
     clock.jump(seconds)
     await trio.sleep(0)  # the run loop sees the deadline pass
     await trio.testing.wait_all_tasks_blocked()
-    while db.recalls_writing:  # a flush began: its jobs go to the writer one by one
+    while db.recalls_writing:  # a flush began: its jobs go to the writer one by one,
+        clock.jump(RECALL_PAUSE_MAX_S)  # with a pause between two
         await trio.sleep(0)
 
 
@@ -125,3 +129,66 @@ def test_a_backlog_of_recalls_is_written_without_waiting_for_quiet(tmp_path: Pat
             await db.close()
 
     trio.run(main, clock=clock)
+
+
+def test_a_flush_pauses_between_its_jobs(tmp_path: Path) -> None:
+    """A backlog goes to the writer one job at a time with a pause after each,
+    so that its I/O does not come as one burst (load, issue 7)."""
+    clock = trio.testing.MockClock()
+
+    async def main() -> None:
+        db = await Database.open(tmp_path)
+        try:
+            mid = (await db.remember(Remember(content="epsilon note"))).id
+            for n in range(3 * RECALL_JOB):
+                db.record_recalls(f"query {n}", [(mid, 1.0)])
+            await trio.testing.wait_all_tasks_blocked()
+            clock.jump(RECALL_IDLE_S)  # quiet: the flush starts
+            written = []
+            while True:
+                await trio.testing.wait_all_tasks_blocked()
+                # Time stands still: only whole jobs are written, then it waits.
+                count = (await trio.to_thread.run_sync(recall_counts, db))[0][1]
+                written.append(count)
+                if not db.recalls_writing:
+                    break
+                await trio.sleep(0)
+                clock.jump(RECALL_PAUSE_MIN_S / 2)
+                await trio.testing.wait_all_tasks_blocked()
+                assert (await trio.to_thread.run_sync(recall_counts, db))[0][1] == count
+                clock.jump(RECALL_PAUSE_MAX_S)
+            assert written == [RECALL_JOB, 2 * RECALL_JOB, 3 * RECALL_JOB]
+        finally:
+            await db.close()
+
+    trio.run(main, clock=clock)
+
+
+def test_close_during_a_flush_pause_writes_the_rest_once(tmp_path: Path) -> None:
+    clock = trio.testing.MockClock()
+
+    async def main() -> int:
+        db = await Database.open(tmp_path)
+        mid = (await db.remember(Remember(content="zeta note"))).id
+        for n in range(3 * RECALL_JOB):
+            db.record_recalls(f"query {n}", [(mid, 1.0)])
+        await trio.testing.wait_all_tasks_blocked()
+        clock.jump(RECALL_IDLE_S)
+        await trio.testing.wait_all_tasks_blocked()
+        assert db.recalls_writing  # one job written, the flusher pauses
+        await db.close()
+        clock.jump(RECALL_PAUSE_MAX_S)  # the flusher wakes after the close
+        await trio.testing.wait_all_tasks_blocked()
+        return mid
+
+    mid = trio.run(main, clock=clock)
+
+    async def reopen() -> list[tuple[int, int, int]]:
+        db = await Database.open(tmp_path)
+        try:
+            return await trio.to_thread.run_sync(recall_counts, db)
+        finally:
+            await db.close()
+
+    n = 3 * RECALL_JOB
+    assert trio.run(reopen) == [(mid, n, n)]
