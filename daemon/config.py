@@ -94,6 +94,11 @@ class IndexConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_default
     # the catch-up: a restart after a crash redoes at most this much of the
     # index's work.
     save_interval_s: Annotated[float, Meta(gt=0)] = 60.0
+    # While clients are being served, a save stores the new vectors in SQLite
+    # but rewrites the index files at most this often (0: every save): writing
+    # them stalled a 64-client load for 55-100 ms (tests/bench/bench_load.py).
+    # A crash then redoes up to this much graph insertion, not embedding.
+    busy_file_save_s: Annotated[float, Meta(ge=0)] = 300.0
     # Write the saved index from a forked child: hnswlib holds the GIL while it
     # writes (0.5 s at 100k vectors), which would stall the whole daemon.
     # false: write in process (also the fallback when fork is refused).

@@ -12,9 +12,11 @@ import errno
 import os
 import secrets
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from reverie.errors import ReadOnlyStorage, StorageError, StorageFull
+from reverie.store.writeback import Writeback
 
 __all__ = [
     "checksum_and_sync",
@@ -67,7 +69,7 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _crc_of_fd(fd: int) -> tuple[int, int]:
+def _crc_of_fd(fd: int, on_read: Callable[[int], None] | None = None) -> tuple[int, int]:
     crc = 0
     size = 0
     buf = bytearray(_CHUNK)
@@ -75,6 +77,8 @@ def _crc_of_fd(fd: int) -> tuple[int, int]:
     while n := os.readv(fd, [buf]):
         crc = zlib.crc32(view[:n], crc)
         size += n
+        if on_read is not None:
+            on_read(size)
     return size, crc
 
 
@@ -96,7 +100,9 @@ def checksum_and_sync(path: Path) -> tuple[int, int]:
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        result = _crc_of_fd(fd)
+        # Flushed as it is read, a window at a time (store/writeback.py), so
+        # that the fsync does not hand the disk the whole file at once.
+        result = _crc_of_fd(fd, Writeback(fd).advance)
         os.fsync(fd)
         return result
     finally:

@@ -471,6 +471,10 @@ def _committed(directory: Path, name: str) -> set[str]:
 # searches only read the graph. An index smaller than
 # FORK_MIN_BYTES is written in process: writing it costs less than forking.
 
+# The child's CPU priority: it holds nothing the daemon's threads wait for
+# (the index's locks are released once fork returns), so the daemon's requests
+# come first and the save takes longer under load.
+CHILD_NICENESS = 19
 FORK_MIN_BYTES = 4 << 20  # about where writing costs the stall of a fork (5-10 ms)
 WRITE_TIMEOUT_S = 120.0
 WRITE_BYTES_PER_S = 20e6  # a floor far below any disk's: only a hung child gets killed
@@ -547,6 +551,8 @@ def _child(index: _Hnsw, path: str) -> NoReturn:
             signal.set_wakeup_fd(-1)  # never write to the parent's wakeup socket
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
+        with contextlib.suppress(OSError):
+            os.nice(CHILD_NICENESS)  # the daemon's threads first (see CHILD_NICENESS)
         index.save_index(path)
         code = 0
     finally:

@@ -60,6 +60,9 @@ class Generation:
         self.dirty = False
         # When the next save is due (trio clock; set once the generation serves).
         self.save_due = 0.0
+        # While clients are served, the index files are not rewritten before this
+        # (trio clock; IndexConfig.busy_file_save_s); the vectors still are.
+        self.files_due = 0.0
 
 
 def query_vector(embedder: Embedder, query: str, doc_freq: DocFreq) -> Vectors:

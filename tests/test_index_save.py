@@ -23,9 +23,11 @@ import trio
 import trio.testing
 from harness import Daemon, wait_indexed
 from reverie.daemon.config import IndexConfig
-from reverie.errors import ConnectionLost
+from reverie.errors import ConnectionLost, CorruptIndex
 from reverie.rpc.client import Client
 from reverie.rpc.proto_events import Event, PostEvents
+from reverie.rpc.protocol import Remember
+from reverie.store import memories
 from reverie.store.database import Database
 from reverie.store.embed_lexical import LexicalEmbedder
 from reverie.store.index_file import read_header
@@ -40,6 +42,7 @@ STREAM_S = 5.0
 CONFIG = f"""
 [index]
 save_interval_s = {INTERVAL_S}
+busy_file_save_s = 0  # the files at every save, also while clients are served
 batch = 16
 delay_s = 0.05
 max_lag_s = 0.25
@@ -233,3 +236,73 @@ def test_a_save_due_during_a_deferred_catch_up_is_made_on_time(short_tmp: Path) 
     assert not gen.dirty
     assert read_header(short_tmp / INDEX_DIR, DEFAULT_NAME).seq == 7
     assert 6.0 <= gen.save_due < ended  # begun at 3.0, when it was due; next one 3 s on
+
+
+def test_while_clients_are_served_a_save_stores_vectors_and_leaves_the_files(
+    short_tmp: Path,
+) -> None:
+    """busy_file_save_s: under load the files wait (their write stalls the daemon),
+    the vectors do not (memory stays bounded); once it is quiet, or the files are
+    due, they are written."""
+    clock = trio.testing.MockClock(autojump_threshold=0.2)
+    db = Database.open_blocking(short_tmp)
+    busy = [True]
+    try:
+        cfg = IndexConfig(save_interval_s=3.0, busy_file_save_s=10.0)
+        embedder = LexicalEmbedder()
+        ix = Indexer(db, embedder, short_tmp, cfg)
+        ix.busy = lambda: busy[0]
+        gen = _Generation(embedder, VectorIndex(embedder.dim, model_id=embedder.model_id), 7)
+        ix._serving = gen
+        directory = short_tmp / INDEX_DIR
+
+        made = [
+            db.writer.run_sync(
+                lambda c, i=i: memories.remember(c, Remember(content=f"saved note {i}"))[0]
+            )
+            for i in range(5)
+        ]
+        hashes = dict(
+            db.writer.run_sync(
+                lambda c: c.execute("SELECT id, content_hash FROM memories").fetchall()
+            )
+        )
+
+        def change(seq: int, mid: int) -> None:
+            vec = embedder.embed([f"saved note {mid}"])
+            gen.index.add([mid], vec)
+            gen.unsaved[mid] = (hashes[mid], vec[0])
+            gen.seq, gen.dirty = seq, True
+
+        def stored() -> int:
+            return int(
+                db.writer.run_sync(lambda c: c.execute("SELECT count(*) FROM embeddings").get)
+            )
+
+        async def main() -> list[tuple[float, int, int | None]]:
+            seen = []
+            gen.save_due, gen.files_due = 3.0, 10.0
+            for step, mid in enumerate(made, start=1):
+                change(6 + step, mid)
+                await trio.sleep_until(3.0 * step)
+                await ix._maybe_save()
+                try:
+                    files: int | None = read_header(directory, DEFAULT_NAME).seq
+                except CorruptIndex:
+                    files = None
+                seen.append((trio.current_time(), stored(), files))
+                if step == 4:
+                    busy[0] = False
+            return seen
+
+        seen = trio.run(main, clock=clock)
+    finally:
+        db.close_blocking()
+    assert [(n, files) for _, n, files in seen] == [
+        (1, None),  # 3 s: busy, the files are not due: vectors only
+        (2, None),  # 6 s
+        (3, None),  # 9 s
+        (4, 10),  # 12 s: the files are due (10 s) although still busy
+        (5, 11),  # 15 s: quiet: written at once (the next due would be 22 s)
+    ]
+    assert gen.files_due == 15.0 + 10.0 and not gen.dirty and not gen.unsaved
