@@ -356,12 +356,12 @@ class Rem:
                     )
                 )
                 sups += 1
-        dropped = {i for op in ops[cfg.max_ops :] for i in _ids(op)}
+        dropped = {i for op in ops[cfg.max_ops :] for i in touched_ids(op)}
         return ops[: cfg.max_ops], dups, sups, dropped
 
 
-def _ids(op: Op) -> list[int]:
-    """The memories a merge or supersede op touches."""
+def touched_ids(op: Op) -> list[int]:
+    """The memories a merge or supersede op touches (cluster summaries only read theirs)."""
     if isinstance(op, MergeDuplicates):
         return [op.canonical, *op.sources]
     if isinstance(op, Supersede):

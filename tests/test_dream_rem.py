@@ -22,6 +22,7 @@ from harness import Daemon, wait_indexed
 from reverie.phases import ledger
 from reverie.phases.ops_rem import MergeDuplicates, Supersede
 from reverie.phases.rem import Rem, RemConfig
+from reverie.phases.rem import touched_ids as _ids
 from reverie.phases.rem_rules import classify, features
 from reverie.phases.runner import apply_plan, transact_on
 from reverie.phases.undo import undo
@@ -189,15 +190,6 @@ def test_planted_store_precision_recall_and_supersession(tmp_path: Path) -> None
     p2 = plant(conn2, now)
     assert msgspec.json.encode(Rem().plan(conn2, now).ops) == msgspec.json.encode(plan.ops)
     assert p2.dup_groups == p.dup_groups
-
-
-def _ids(op: object) -> list[int]:
-    """The memories a merge or supersession touches (cluster summaries only read theirs)."""
-    if isinstance(op, MergeDuplicates):
-        return [op.canonical, *op.sources]
-    if isinstance(op, Supersede):
-        return [op.old_id, op.new_id]
-    return []
 
 
 def _searches(tmp_path: Path, queries: list[str]) -> list[list[int]]:

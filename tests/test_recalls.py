@@ -131,26 +131,32 @@ def test_a_backlog_of_recalls_is_written_without_waiting_for_quiet(tmp_path: Pat
     trio.run(main, clock=clock)
 
 
+async def _flushing(tmp_path: Path, clock: trio.testing.MockClock) -> tuple[Database, int]:
+    """A database with 3 jobs' worth of recalls of one memory, their flush begun."""
+    db = await Database.open(tmp_path)
+    mid = (await db.remember(Remember(content="a recalled note"))).id
+    for n in range(3 * RECALL_JOB):
+        db.record_recalls(f"query {n}", [(mid, 1.0)])
+    await trio.testing.wait_all_tasks_blocked()
+    clock.jump(RECALL_IDLE_S)  # quiet: the flush starts
+    return db, mid
+
+
 def test_a_flush_pauses_between_its_jobs(tmp_path: Path) -> None:
     """A backlog goes to the writer one job at a time with a pause after each,
     so that its I/O does not come as one burst (load, issue 7)."""
     clock = trio.testing.MockClock()
 
     async def main() -> None:
-        db = await Database.open(tmp_path)
+        db, _ = await _flushing(tmp_path, clock)
         try:
-            mid = (await db.remember(Remember(content="epsilon note"))).id
-            for n in range(3 * RECALL_JOB):
-                db.record_recalls(f"query {n}", [(mid, 1.0)])
-            await trio.testing.wait_all_tasks_blocked()
-            clock.jump(RECALL_IDLE_S)  # quiet: the flush starts
             written = []
             while True:
                 await trio.testing.wait_all_tasks_blocked()
                 # Time stands still: only whole jobs are written, then it waits.
                 count = (await trio.to_thread.run_sync(recall_counts, db))[0][1]
                 written.append(count)
-                if not db.recalls_writing:
+                if count == 3 * RECALL_JOB:
                     break
                 await trio.sleep(0)
                 clock.jump(RECALL_PAUSE_MIN_S / 2)
@@ -158,6 +164,8 @@ def test_a_flush_pauses_between_its_jobs(tmp_path: Path) -> None:
                 assert (await trio.to_thread.run_sync(recall_counts, db))[0][1] == count
                 clock.jump(RECALL_PAUSE_MAX_S)
             assert written == [RECALL_JOB, 2 * RECALL_JOB, 3 * RECALL_JOB]
+            while db.recalls_writing:  # the last job's answer, then the flusher is done
+                await trio.sleep(0)
         finally:
             await db.close()
 
@@ -168,12 +176,7 @@ def test_close_during_a_flush_pause_writes_the_rest_once(tmp_path: Path) -> None
     clock = trio.testing.MockClock()
 
     async def main() -> int:
-        db = await Database.open(tmp_path)
-        mid = (await db.remember(Remember(content="zeta note"))).id
-        for n in range(3 * RECALL_JOB):
-            db.record_recalls(f"query {n}", [(mid, 1.0)])
-        await trio.testing.wait_all_tasks_blocked()
-        clock.jump(RECALL_IDLE_S)
+        db, mid = await _flushing(tmp_path, clock)
         await trio.testing.wait_all_tasks_blocked()
         assert db.recalls_writing  # one job written, the flusher pauses
         await db.close()
