@@ -40,21 +40,24 @@ T = TypeVar("T")
 DB_FILENAME = "reverie.db"
 RECALL_IDLE_S = 0.2  # recalls are written once searches pause this long
 RECALL_MAX_DELAY_S = 10.0  # or this long after the oldest one waiting
-RECALL_JOB = 32  # searches' recalls per writer job
+# Searches' recalls per writer job: small, so that a job holds the writer (and
+# the GIL, binding its rows) briefly (bench_load, 64 clients, no dream: the 10 s
+# flush's tenth of the run, search p99 55.6 ms with jobs of 32, 36.5 with 8).
+RECALL_JOB = 8
 # Or once this many searches' recalls wait: a bound on the memory a never-quiet
 # stream of searches holds, not a pacing tool. Flushing every 128 searches put
 # recall writes inside every burst of searches: p99 8.7 -> 20 ms in
 # tests/bench/bench_search.py. Under a steady stream the backlog of
 # RECALL_MAX_DELAY_S is written in jobs one after the other (below), so other
 # writes interleave with it instead of waiting for one long transaction.
-RECALL_FLUSH_AT = 64 * RECALL_JOB
+RECALL_FLUSH_AT = 2048
 # Between two jobs of a flush the flusher pauses as long as the job took (at
-# least RECALL_PAUSE_MIN_S, at most RECALL_PAUSE_MAX_S). Back to back, the 16
+# least RECALL_PAUSE_MIN_S, at most RECALL_PAUSE_MAX_S). Back to back, the
 # jobs of 10 s of recalls under 50 searches/s wrote ~32 MB of WAL in 0.4 s (each
 # recall rewrites its memory's page: recall_count), and the checkpoints they set
 # off with them: every commit's fsync in that burst waited behind it (remember p99
 # 25 -> 11 ms, search 36 -> 23 ms without recall writes, tests/bench/bench_load.py).
-RECALL_PAUSE_MIN_S = 0.01
+RECALL_PAUSE_MIN_S = 0.02
 RECALL_PAUSE_MAX_S = 0.1
 log = logging.getLogger("reverie.store.database")
 
