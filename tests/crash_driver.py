@@ -53,6 +53,7 @@ LOCK_TTL_S = 2.0
 CONFIG = f"""
 [index]
 save_interval_s = 0.25
+busy_file_save_s = 0  # the files at every save, under the writers too: kills land in them
 delay_s = 0.05
 max_lag_s = 0.5
 
