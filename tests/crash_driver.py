@@ -350,15 +350,32 @@ def check_online(
 
 
 def check_saved_index(data_dir: Path) -> int:
-    """After a clean stop: the saved index holds exactly SQLite's indexable ids."""
+    """After a clean stop: the saved index holds exactly SQLite's indexable ids as of
+    the change sequence it was saved at (its header's `seq`).
+
+    Writes just before the stop (the last light sleep's summaries, 20 ms before
+    SIGTERM) may not be indexed yet: a start catches up from that seq, so they
+    are not checked here, and no id of theirs may be missing for another reason.
+    """
     header = json.loads((data_dir / "index" / "vectors.json").read_text())
     ids = np.fromfile(data_dir / "index" / header["ids"]["name"], dtype="<i8")
-    want = _indexable(data_dir / "reverie.db")
+    conn = _ro(data_dir / "reverie.db")
+    try:
+        rows = conn.execute(
+            "SELECT id, state = 'active' AND tier != 'archived', seq > ? FROM memories",
+            (int(header["seq"]),),
+        ).fetchall()
+    finally:
+        conn.close()
+    want = {int(i) for i, live, newer in rows if live and not newer}
+    gone = {int(i) for i, live, newer in rows if not live and not newer}
+    newer = {int(i) for i, _, newer in rows if newer}
     got = {int(i) for i in ids}
-    if got != want:
+    if not want <= got or got & gone or got - want - newer:
         raise _fail(
-            f"saved index ids differ from SQLite: {len(got - want)} extra, "
-            f"{len(want - got)} missing"
+            f"saved index (seq {header['seq']}) differs from SQLite: "
+            f"{len(got & gone)} forgotten or archived, {len(want - got)} missing, "
+            f"{len(got - want - newer - gone)} unknown"
         )
     return len(got)
 
@@ -449,7 +466,7 @@ def run(
         if code != 0:
             raise _fail(f"the daemon exited with {code} at the final stop")
         n = check_saved_index(d.data_dir)
-        say(f"saved index after the clean stop: {n} ids, equal to SQLite's")
+        say(f"saved index after the clean stop: {n} ids, equal to SQLite's at its seq")
     except BaseException:
         d.kill()
         say(f"daemon log tail:\n{d.log()[-4000:]}")
