@@ -30,6 +30,19 @@ def recall_counts(db: Database) -> list[tuple[int, int, int]]:
     )
 
 
+def _counts_after_reopen(tmp_path: Path) -> list[tuple[int, int, int]]:
+    """The recall counts a new Database finds on disk (what a close left)."""
+
+    async def reopen() -> list[tuple[int, int, int]]:
+        db = await Database.open(tmp_path)
+        try:
+            return await trio.to_thread.run_sync(recall_counts, db)
+        finally:
+            await db.close()
+
+    return trio.run(reopen)
+
+
 async def advance(db: Database, clock: trio.testing.MockClock, seconds: float) -> None:
     await trio.testing.wait_all_tasks_blocked()  # the flush task is asleep
     clock.jump(seconds)
@@ -97,15 +110,7 @@ def test_close_writes_what_is_still_buffered(tmp_path: Path) -> None:
         return mid
 
     mid = trio.run(main, clock=trio.testing.MockClock())
-
-    async def reopen() -> list[tuple[int, int, int]]:
-        db = await Database.open(tmp_path)
-        try:
-            return await trio.to_thread.run_sync(recall_counts, db)
-        finally:
-            await db.close()
-
-    assert trio.run(reopen) == [(mid, 1, 1)]
+    assert _counts_after_reopen(tmp_path) == [(mid, 1, 1)]
 
 
 def test_a_backlog_of_recalls_is_written_without_waiting_for_quiet(tmp_path: Path) -> None:
@@ -185,13 +190,5 @@ def test_close_during_a_flush_pause_writes_the_rest_once(tmp_path: Path) -> None
         return mid
 
     mid = trio.run(main, clock=clock)
-
-    async def reopen() -> list[tuple[int, int, int]]:
-        db = await Database.open(tmp_path)
-        try:
-            return await trio.to_thread.run_sync(recall_counts, db)
-        finally:
-            await db.close()
-
     n = 3 * RECALL_JOB
-    assert trio.run(reopen) == [(mid, n, n)]
+    assert _counts_after_reopen(tmp_path) == [(mid, n, n)]
