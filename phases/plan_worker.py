@@ -110,8 +110,13 @@ def main(argv: list[str]) -> int:
     req = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=PlanRequest)
     out = plan(Path(argv[0]), req)
     answer = PlanAnswer(failed=out) if isinstance(out, PlanFailed) else PlanAnswer(plan=out)
-    sys.stdout.buffer.write(msgspec.msgpack.encode(answer))
-    sys.stdout.buffer.flush()
+    try:
+        sys.stdout.buffer.write(msgspec.msgpack.encode(answer))
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        # The daemon went away (killed, or stopped mid-plan): nobody to answer.
+        # Point stdout at /dev/null so that the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -62,6 +62,25 @@ def test_a_phase_error_comes_back_as_one(tmp_path: Path) -> None:
     assert gone.failed is not None and gone.plan is None
 
 
+def test_a_daemon_gone_before_the_answer_costs_no_traceback(tmp_path: Path) -> None:
+    """Killed mid-plan, the daemon closes its end: the worker exits quietly."""
+    open_db(tmp_path).close()
+    req = PlanRequest(phase="nightmare", now=time.time(), dreams=DreamsConfig())
+    read, write = os.pipe()
+    os.close(read)  # nobody will read the answer
+    try:
+        done = subprocess.run(
+            [*WORKER, str(tmp_path / DB)],
+            input=msgspec.msgpack.encode(req),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
+
+
 def test_the_process_runs_niced(tmp_path: Path) -> None:
     open_db(tmp_path).close()
     proc = subprocess.Popen(
