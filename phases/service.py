@@ -201,10 +201,7 @@ class Dreams:
             nursery.start_soon(stop_on_shutdown)
             try:
                 done = await trio.run_process(
-                    cmd,
-                    stdin=msgspec.msgpack.encode(req),
-                    capture_stdout=True,
-                    check=False,
+                    cmd, stdin=msgspec.msgpack.encode(req), capture_stdout=True, check=False
                 )
             except OSError as e:
                 failed = PlanProcessFailed(f"cannot start the plan worker: {e}")
