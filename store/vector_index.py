@@ -67,11 +67,7 @@ A store that merges, supersedes and forgets keeps rewiring its graph, and
 hnswlib repairs the links around a moved or reused node only within
 ef_construction candidates: a low ef_construction builds fast and then loses
 nodes. M=24 with ef_construction=128 is the cheapest setting that is both
-churn-proof and near-perfect at 50k. On vectors without cluster structure
-the same ef misses a few: a crash-driver store (tests/crash_driver.py, texts
-that are random bags of 100 words through the lexical embedder, every vector
-at cosine ~0.7 from the others) of 127,558 vectors, no churn, searched for
-each vector itself (k=10): 17 missed at ef=128, 1 at 256, none at 512. With it (2 build threads; a 2-core
+churn-proof and near-perfect at 50k. With it (2 build threads; a 2-core
 machine shared with other work):
 
     vectors  build/s  ef=128, k=10: p50/p99, recall@10   save    load*   RSS after load
@@ -85,6 +81,12 @@ at 256 (p50 0.35, 0.41, 0.50, 0.58 ms): every setting is far below the
 budgets (search p99 10 ms at 100k and 25 ms at 1M, embedding included;
 start-up 3 s at 100k). ef=128 is the default because the cost of filtered
 searches (index_search.py) grows with ef.
+
+On vectors without cluster structure ef=128 misses a few: a crash-driver
+store (tests/crash_driver.py: texts that are random bags of 100 words, through
+the lexical embedder, every vector at cosine ~0.7 from the others) of 127,558
+vectors, no churn, each vector searched for itself (k=10): 17 missed at
+ef=128, 1 at 256, none at 512.
 
 Searching, filters and results
 ------------------------------
