@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import pytest
 import wire
-from harness import Daemon
+from harness import Daemon, wait_indexed
 from reverie.daemon.metrics import LATENCY_BOUNDS, Histogram, quantile
 from reverie.errors import InvalidParams, NotFound
 from reverie.rpc.proto_dreams import DreamsRun
@@ -32,6 +32,9 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 
 def test_requests_errors_and_latencies_are_counted_exactly(daemon: Daemon) -> None:
+    # A search before the vector index is ready runs lexically (and is counted so).
+    with daemon.client() as c:
+        wait_indexed(c)
     before = _metrics(daemon)
     with daemon.client() as c:
         ids = [c.remember(f"metrics fact number {i}", kind="fact").id for i in range(3)]
