@@ -144,3 +144,17 @@ def test_parsers_read_the_benchmarks_output() -> None:
     assert (h["prompt_p50"], h["prompt_p99"], h["ratio"]) == (41.0, 90.5, 2.89)
     with pytest.raises(report.ParseError):
         report.parse_startup("nothing here")
+
+
+def test_each_section_says_when_and_at_which_commit_it_ran(tmp_path: Path) -> None:
+    results = sample()
+    benches = results["benchmarks"]
+    first, second = list(benches)[:2]
+    benches[first].update(started="2026-11-20T10:00:00+00:00", commit="abc1234")
+    benches[second].pop("commit", None)  # a result saved before commits were recorded
+    out = tmp_path / "BENCHMARKS.md"
+    report_render.render(results, out, plots=False)
+    md = out.read_text()
+    section = md.split(f"### {first}\n", 1)[1]
+    assert section.lstrip().startswith("Run 2026-11-20T10:00:00+00:00 at commit abc1234:")
+    assert "(commit not recorded)" in md.split(f"### {second}\n", 1)[1].split("###", 1)[0]

@@ -395,11 +395,6 @@ def machine_facts() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             return "not installed"
 
-    def git(*argv: str) -> str:
-        r = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True)
-        return r.stdout.strip()
-
-    dirty = " (uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
     return {
         "cpu_model": cpu,
         "cores": os.cpu_count(),
@@ -410,8 +405,19 @@ def machine_facts() -> dict[str, Any]:
         "apsw": apsw.apsw_version(),
         "hnswlib": version("hnswlib"),
         "numpy": version("numpy"),
-        "commit": git("rev-parse", "--short", "HEAD") + dirty,
+        "commit": commit(),
     }
+
+
+def commit() -> str:
+    """The checked-out commit, marked if the tree has uncommitted changes."""
+
+    def git(*argv: str) -> str:
+        r = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True)
+        return r.stdout.strip()
+
+    dirty = " (uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    return git("rev-parse", "--short", "HEAD") + dirty
 
 
 def now() -> str:
@@ -424,6 +430,7 @@ def run_bench(b: Bench, args: argparse.Namespace, log: Path) -> dict[str, Any]:
     res: dict[str, Any] = {
         "commands": shown,
         "started": now(),
+        "commit": commit(),  # --only reruns some: each keeps its own date and commit
         "loadavg_before": list(os.getloadavg()),
         "returncode": 0,
         "error": None,

@@ -360,7 +360,8 @@ def markdown(results: dict[str, Any], pngs: list[str]) -> str:
         f"{str(m.get('finished') or m.get('started') or '')[:10]}. Every figure comes from a "
         "benchmark in `tests/bench/` that drives a real daemon over its socket; the command "
         "beside each figure reproduces it (run from the repository root). Targets are the "
-        "issues' (`issues show N`).",
+        "issues' (`issues show N`). Each benchmark's section says when and at which commit "
+        "it ran: `--only` reruns some and keeps the others' last figures.",
         "",
     ]
     if results.get("quick"):
@@ -396,10 +397,12 @@ def markdown(results: dict[str, Any], pngs: list[str]) -> str:
         rows = [f for f in figs if f.bench == name]
         la, lb = b.get("loadavg_before"), b.get("loadavg_after")
         load = f", load average {la[0]:.1f} -> {lb[0]:.1f}" if la and lb else ""
+        when = f"Run {b['started']}" if b.get("started") else "Run"
+        when += f" at commit {b['commit']}" if b.get("commit") else " (commit not recorded)"
         lines += [
             f"### {name}",
             "",
-            f"{fmt(b.get('duration_s'))} s wall{load}, exit {b.get('returncode')}.",
+            f"{when}: {fmt(b.get('duration_s'))} s wall{load}, exit {b.get('returncode')}.",
             "",
         ]
         for note in b.get("notes") or []:
