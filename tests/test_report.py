@@ -158,3 +158,27 @@ def test_each_section_says_when_and_at_which_commit_it_ran(tmp_path: Path) -> No
     section = md.split(f"### {first}\n", 1)[1]
     assert section.lstrip().startswith("Run 2026-11-20T10:00:00+00:00 at commit abc1234:")
     assert "(commit not recorded)" in md.split(f"### {second}\n", 1)[1].split("###", 1)[0]
+
+
+def test_a_fresh_machine_starts_from_the_results_kept_beside_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    kept = report.saved_results(out)
+    assert kept == tmp_path / "docs" / "bench" / "results.json"
+    save = tmp_path / "save" / "results.json"
+    assert report.earlier_results(save, kept) == {}  # nothing anywhere
+    kept.parent.mkdir(parents=True)
+    kept.write_text(json.dumps(sample()))
+    assert report.earlier_results(save, kept) == sample()  # --save empty: the kept copy
+    save.parent.mkdir()
+    save.write_text(json.dumps({"benchmarks": {}}))
+    assert report.earlier_results(save, kept) == {"benchmarks": {}}  # this machine's last run
+
+
+def test_the_repository_keeps_the_results_behind_benchmarks_md() -> None:
+    kept = report.saved_results(report.REPO / "BENCHMARKS.md")
+    results = json.loads(kept.read_text())
+    md = (report.REPO / "BENCHMARKS.md").read_text()
+    for name, b in results["benchmarks"].items():
+        assert f"### {name}\n" in md
+        for cmd in b["commands"]:
+            assert cmd in md

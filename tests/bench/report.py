@@ -18,9 +18,12 @@ when a format changes); bench_load and LoCoMo's score.py give JSON.
 
 Results go to --save DIR (default /tmp/reverie-bench, -quick with --quick): results.json (merged
 with what is there, so `--only` reruns one benchmark) and NAME.log, each
-benchmark's raw output. --quick runs shortened versions on a 10k store in
-/tmp/rv-report-10k (fewer queries, runs and seconds); its targets at 100k
-are not judged.
+benchmark's raw output. A copy of results.json goes beside the report
+(docs/bench/results.json under --out's folder, kept in the repository): where
+--save holds none (a fresh machine), `--only` starts from it, so the other
+benchmarks' last figures stay in the report with their own date and commit.
+--quick runs shortened versions on a 10k store in /tmp/rv-report-10k (fewer
+queries, runs and seconds); its targets at 100k are not judged.
 """
 
 from __future__ import annotations
@@ -420,6 +423,21 @@ def commit() -> str:
     return git("rev-parse", "--short", "HEAD") + dirty
 
 
+def saved_results(out: Path) -> Path:
+    """Where the results behind the report `out` are kept (beside its plots)."""
+    return out.parent / report_render.PLOT_DIR / "results.json"
+
+
+def earlier_results(path: Path, kept: Path) -> dict[str, Any]:
+    """The results a run adds to: --save's (this machine's last run), else the copy
+    kept beside the report, else none."""
+    for src in (path, kept):
+        if src.exists():
+            data: dict[str, Any] = json.loads(src.read_text())
+            return data
+    return {}
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -526,8 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         args.store = args.store or Path("/tmp/rv-report-10k" if args.quick else "/tmp/rv-100k")
         args.save = args.save or Path("/tmp/reverie-bench" + ("-quick" if args.quick else ""))
         args.save.mkdir(parents=True, exist_ok=True)
-        path = args.save / "results.json"
-        results = json.loads(path.read_text()) if path.exists() else {}
+        path, kept = args.save / "results.json", saved_results(args.out)
+        results = earlier_results(path, kept)
         if results.get("quick", args.quick) != args.quick:
             results = {}  # do not mix quick and full figures
         machine = machine_facts()
@@ -547,7 +565,9 @@ def main(argv: list[str] | None = None) -> int:
             duration_s=round(time.monotonic() - t0, 1),
         )
         path.write_text(json.dumps(results, indent=1))
-        print(f"results saved in {path}; benchmark logs beside it")
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"results saved in {path} and {kept}; benchmark logs beside the first")
     pngs = report_render.render(results, args.out, plots=args.plots)
     print(f"wrote {args.out}" + "".join(f"\n      {p}" for p in pngs))
     figs = report_render.figures(results)
