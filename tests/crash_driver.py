@@ -302,6 +302,16 @@ def _indexable(db: Path) -> set[int]:
         conn.close()
 
 
+def _diagnose(c: Client, mid: int, text: str) -> str:
+    """Why a vector lookup missed: ranked lower (scoring), or not found at all
+    (unreachable in the graph, or a stale vector), for the next one to look into."""
+    wide = c.search(text, mode="vector", limit=200, explain=True).hits
+    ids = [h.memory.id for h in wide]
+    top = ", ".join(f"{h.memory.id}: {h.score} {h.explain}" for h in wide[:3])
+    where = f"at position {ids.index(mid) + 1} of 200" if mid in ids else "not among 200"
+    return f"{where}; index {c.status().index}; top 3: {top}"
+
+
 def light_sleep_once_unlocked(c: Client, timeout: float) -> DreamsRunResult | None:
     """A light-sleep run once a dead daemon's lock has expired (None: not within timeout)."""
     deadline = time.monotonic() + timeout
@@ -335,7 +345,10 @@ def check_online(
             hits = c.search(fresh[mid], mode="vector", limit=10).hits
             totals.vector_lookups += 1
             if mid not in [h.memory.id for h in hits]:
-                raise _fail(f"memory {mid} not found by a vector search for its own text")
+                raise _fail(
+                    f"memory {mid} not found by a vector search for its own text "
+                    f"({_diagnose(c, mid, fresh[mid])})"
+                )
         # The dead daemon's lock expires after its TTL; then a run takes over.
         res = light_sleep_once_unlocked(c, LOCK_TTL_S + 30)
         if res is None:
