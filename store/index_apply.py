@@ -79,9 +79,12 @@ def apply_changes(
             if old is not None:
                 moved.append((mid, old))
             gen.members.set(mid, None)
-    # The workspace indexes in the same steps (each add holds that index's lock).
-    for start in range(0, max(len(added), 1), PACED_ADD):
+    # The workspace indexes: removals first (cheap), then the adds in the same
+    # steps as the global index's (each add holds that index's lock).
+    if moved:
+        gen.scoped.apply([], moved)
+    for start in range(0, len(added), PACED_ADD):
         began = time.thread_time()
-        gen.scoped.apply(added[start : start + PACED_ADD], moved if start == 0 else [])
+        gen.scoped.apply(added[start : start + PACED_ADD], [])
         pace(time.thread_time() - began)
     gen.dirty = True

@@ -8,12 +8,11 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections import defaultdict
 
 import pytest
 import wire
-from harness import Daemon, wait_indexed
+from harness import Daemon, wait_indexed, wait_until
 from reverie.daemon.metrics import LATENCY_BOUNDS, Histogram, quantile
 from reverie.errors import InvalidParams, NotFound
 from reverie.rpc.proto_dreams import DreamsRun
@@ -76,11 +75,8 @@ def test_requests_errors_and_latencies_are_counted_exactly(daemon: Daemon) -> No
     assert after.uptime_s > 0
     # The daemon's own background writes (the new index's save, the indexer's
     # vectors) go through the same queue: once they are done it reads 0.
-    deadline = time.monotonic() + 10
     with daemon.client() as c:
-        while (queue := c.call(Metrics()).gauges.writer_queue) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    assert queue == 0
+        wait_until(lambda: c.call(Metrics()).gauges.writer_queue == 0, 10, "writer queue empty")
 
 
 def test_status_carries_a_summary(daemon: Daemon) -> None:

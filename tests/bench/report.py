@@ -564,9 +564,10 @@ def main(argv: list[str] | None = None) -> int:
             command=shlex.join(["python", "tests/bench/report.py", *shown_argv]),
             duration_s=round(time.monotonic() - t0, 1),
         )
-        path.write_text(json.dumps(results, indent=1))
+        text = json.dumps(results, indent=1)
+        path.write_text(text)
         kept.parent.mkdir(parents=True, exist_ok=True)
-        kept.write_text(json.dumps(results, indent=1) + "\n")
+        kept.write_text(text + "\n")
         print(f"results saved in {path} and {kept}; benchmark logs beside the first")
     pngs = report_render.render(results, args.out, plots=args.plots)
     print(f"wrote {args.out}" + "".join(f"\n      {p}" for p in pngs))
