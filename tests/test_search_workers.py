@@ -8,7 +8,10 @@ import os
 import random
 import re
 import signal
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import Daemon, wait_indexed, wait_until
@@ -16,10 +19,12 @@ from reverie.daemon.search_workers import (
     BACKOFF_FIRST_S,
     BACKOFF_MAX_S,
     STABLE_S,
+    WAIT_IDLE_S,
     next_backoff,
 )
 from reverie.rpc.client import Client
 from reverie.rpc.proto_config import ConfigShow, ConfigShowResult
+from reverie.rpc.proto_metrics import Metrics
 
 WORDS = (
     "deploy pipeline wheel index numpy hnswlib trio nursery asyncio durability test flaky "
@@ -120,16 +125,91 @@ def test_workers_answer_exactly_as_the_daemon_does(tmp_path: Path) -> None:
             wait_until(lambda: len(started(d)) == 2)
             by_workers = answers(c)
         assert set(worker_pids(d.proc.pid)) <= started(d)
-    # Ids, order, notes and explanations exactly; scores to 1e-5, because the
-    # recency boost reads the clock, and the seconds between the two daemons can
-    # move a score's sixth decimal.
-    assert [(m, n, [i for i, _ in h], e) for m, n, h, e in by_workers] == [
-        (m, n, [i for i, _ in h], e) for m, n, h, e in in_process
-    ]
-    for (_, _, got, _), (_, _, want, _) in zip(by_workers, in_process, strict=True):
-        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)
+    # Scores to 1e-5, because the recency boost reads the clock, and the seconds
+    # between the two daemons can move a score's sixth decimal.
+    same_answers(by_workers, in_process)
     assert in_process[-1][1] == ["the query has no words"]
     assert any(hits for _, _, hits, _ in in_process)
+
+
+def same_answers(got: list[Any], want: list[Any]) -> None:
+    """Ids, order, notes and explanations exactly; scores to 1e-5 (see above)."""
+    assert [(m, n, [i for i, _ in h], e) for m, n, h, e in got] == [
+        (m, n, [i for i, _ in h], e) for m, n, h, e in want
+    ]
+    for (_, _, g, _), (_, _, w, _) in zip(got, want, strict=True):
+        assert [s for _, s in g] == pytest.approx([s for _, s in w], abs=1e-5)
+
+
+def test_searches_queued_for_one_worker_answer_as_the_daemon_does(tmp_path: Path) -> None:
+    """Eight clients at once and one worker: most searches wait for it, their
+    vector side computed meanwhile (daemon/search_workers.py), and each answers
+    as a daemon without workers does."""
+    with Daemon(tmp_path, config=config(0)) as d, d.client() as c:
+        fill(c)
+        want = answers(c)
+    with Daemon(tmp_path, config=config(1)) as d:
+        with d.client() as c:
+            c.search("warm up")
+            wait_until(lambda: len(started(d)) == 1)
+        got: list[list[Any]] = []
+
+        def client() -> None:
+            with d.client() as c:
+                for _ in range(3):
+                    got.append(answers(c))
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert len(got) == 24
+    for one in got:
+        same_answers(one, want)
+
+
+def test_a_search_no_worker_takes_runs_in_the_daemon(tmp_path: Path) -> None:
+    """The only worker stopped (SIGSTOP) under a search: the next search waits
+    WAIT_IDLE_S for a worker, then runs here with the vector side it computed
+    meanwhile, and answers as a daemon without workers does; the stopped one
+    answers once the worker runs again."""
+    query = {"query": "vector search fusion", "workspace": "alpha", "explain": True}
+    with Daemon(tmp_path, config=config(0)) as d, d.client() as c:
+        fill(c, 60)
+        want = c.search(**query)  # type: ignore[arg-type]
+    with Daemon(tmp_path, config=config(1)) as d:
+        assert d.proc is not None
+        with d.client() as c:
+            c.search("warm up")
+            wait_until(lambda: len(started(d)) == 1)
+        (worker,) = worker_pids(d.proc.pid)
+        os.kill(worker, signal.SIGSTOP)
+        stuck: list[Any] = []
+
+        def first() -> None:
+            with d.client(timeout=60) as c:
+                stuck.append(c.search(**query))  # type: ignore[arg-type]
+
+        t = threading.Thread(target=first)
+        try:
+            t.start()
+            with d.client(timeout=60) as c:
+                # The first search holds the worker (in flight: it and this request).
+                wait_until(lambda: c.call(Metrics()).gauges.in_flight == 2)
+                began = time.monotonic()
+                here = c.search(**query)  # type: ignore[arg-type]
+                waited = time.monotonic() - began
+        finally:
+            os.kill(worker, signal.SIGCONT)
+            t.join(60)
+    assert waited >= WAIT_IDLE_S
+    for res in (here, *stuck):
+        assert [(h.memory.id, h.explain) for h in res.hits] == [
+            (h.memory.id, h.explain) for h in want.hits
+        ]
+        assert res.mode == want.mode and res.notes == want.notes
+    assert len(stuck) == 1
 
 
 def test_a_killed_worker_costs_no_answer_and_is_replaced(tmp_path: Path) -> None:
