@@ -303,13 +303,27 @@ def _indexable(db: Path) -> set[int]:
 
 
 def _diagnose(c: Client, mid: int, text: str) -> str:
-    """Why a vector lookup missed: ranked lower (scoring), or not found at all
-    (unreachable in the graph, or a stale vector), for the next one to look into."""
+    """Why a vector lookup missed, for the next one to look into: transient (the
+    same search finds it now), pushed out by neighbour context (its own vector
+    rank is within 10), ranked below others by cosine (rank > 10), or not
+    among the vector candidates at all (unreachable in the graph, or a stale
+    vector)."""
+    again = mid in [h.memory.id for h in c.search(text, mode="vector", limit=10).hits]
     wide = c.search(text, mode="vector", limit=200, explain=True).hits
     ids = [h.memory.id for h in wide]
+    own = wide[ids.index(mid)].explain if mid in ids else None
+    rank = own.vector_rank if own is not None else None
+    if again:
+        why = "transient: the same search found it when repeated"
+    elif rank is None:
+        why = "not among the vector candidates (unreachable, or a stale vector)"
+    elif rank <= 10:
+        why = "pushed out of the top 10 by neighbour context"
+    else:
+        why = "ranked below others by cosine"
+    where = f"at position {ids.index(mid) + 1} of 200" if own is not None else "not among 200"
     top = ", ".join(f"{h.memory.id}: {h.score} {h.explain}" for h in wide[:3])
-    where = f"at position {ids.index(mid) + 1} of 200" if mid in ids else "not among 200"
-    return f"{where}; index {c.status().index}; top 3: {top}"
+    return f"{why}; {where}, its own {own}; index {c.status().index}; top 3: {top}"
 
 
 def light_sleep_once_unlocked(c: Client, timeout: float) -> DreamsRunResult | None:

@@ -19,7 +19,7 @@ from typing import Any
 import apsw
 import crash_driver
 import pytest
-from harness import Daemon, record
+from harness import Daemon, record, wait_indexed
 from reverie.errors import Conflict, ReverieError
 from reverie.rpc.proto_dreams import DreamsRun
 from reverie.store.database import DB_FILENAME
@@ -92,3 +92,19 @@ def _query(db: Path, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def test_a_lookup_miss_is_classified(daemon: Daemon) -> None:
+    """The driver's diagnosis of a vector lookup that missed: a lookup that finds
+    the memory when repeated is called transient; one whose memory ranks low on
+    its own vector says so, with the position it holds."""
+    with daemon.client() as c:
+        odd = c.remember("zebra quartz violin", workspace="w").id
+        for i in range(30):
+            c.remember(f"deploy staging cluster rollback plan number {i}", workspace="w")
+        wait_indexed(c)
+        found = crash_driver._diagnose(c, odd, "zebra quartz violin")
+        assert found.startswith("transient"), found
+        low = crash_driver._diagnose(c, odd, "deploy staging cluster rollback plan")
+        assert low.startswith("ranked below others by cosine"), low
+        assert "at position" in low and "vector_rank" in low, low
