@@ -4,11 +4,11 @@
 first search, not at start-up: a daemon that never searches never pays for
 them), restarting one that dies after a back-off. `search()` runs one
 search: the vector side in a reader thread here (it needs the HNSW index),
-started at once, and the rest in an idle worker. When no worker can take it
-(none configured, none started yet, one died mid-search), the search runs
-whole in a reader thread, as it always could: a worker's failure costs
-latency, never an answer. One that no worker takes within WAIT_IDLE_S
-(all busy) runs its rest there too, with the vector side already computed.
+started at once, and the rest in an idle worker. When no worker runs (none
+configured, none started yet), the search runs whole in a reader thread, as
+it always could; one that no worker takes within WAIT_IDLE_S (all busy), or
+whose worker dies mid-search, runs its rest there, with the vector side
+already computed. A worker's failure costs latency, never an answer.
 """
 
 from __future__ import annotations
@@ -186,7 +186,8 @@ class SearchWorkers:
         self, db: Database, req: Search, cfg: SearchConfig, indexer: Indexer | None
     ) -> hybrid.Outcome | None:
         """The search run by a worker (its lexical side while the daemon looks the
-        vector neighbours up), or None if no worker could take it.
+        vector neighbours up), or None if no worker runs (none started yet, or
+        all lost and waiting for their restart).
 
         The vector side starts at once, not when a worker is free: under load a
         search waits for one (both busy) as often as not, and it then finds
@@ -212,10 +213,8 @@ class SearchWorkers:
                     answer = await self._exchange(worker, req, cfg, side)
         if side.failed is not None:
             raise side.failed
-        if worker is None:
+        if answer is None:  # no worker free in time, or it was lost: the rest here
             return await db.read(lambda c: _in_process(c, req, cfg, side))
-        if answer is None:
-            return None
         if isinstance(answer, Failed):
             raise error_for_code(answer.code, answer.message)
         assert isinstance(answer, Finished)
@@ -225,7 +224,7 @@ class SearchWorkers:
         self, worker: _Worker, req: Search, cfg: SearchConfig, side: _Side
     ) -> Answer | None:
         """StartSearch now, VectorSide once it is computed, then the answer (None:
-        the worker is lost and replaced, and the search runs in-process)."""
+        the worker is lost and replaced, and the rest of the search runs here)."""
         try:
             with trio.fail_after(CALL_TIMEOUT_S):
                 await worker.send(StartSearch(req=req, cfg=cfg))
@@ -284,7 +283,7 @@ class _Side:
 
 
 def _in_process(c: apsw.Connection, req: Search, cfg: SearchConfig, side: _Side) -> hybrid.Outcome:
-    """The rest of a search whose vector side is computed, here (no worker was free)."""
+    """The rest of a search whose vector side is computed, here (no worker answered)."""
     lex = hybrid.lexical_side(c, req, cfg=cfg)
     return hybrid.combine(c, req, cfg=cfg, lex=lex, vec=side.vec, notes=side.notes)
 
