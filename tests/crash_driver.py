@@ -310,8 +310,8 @@ def _diagnose(c: Client, mid: int, text: str) -> str:
     vector)."""
     again = mid in [h.memory.id for h in c.search(text, mode="vector", limit=10).hits]
     wide = c.search(text, mode="vector", limit=200, explain=True).hits
-    ids = [h.memory.id for h in wide]
-    own = wide[ids.index(mid)].explain if mid in ids else None
+    pos = next((i for i, h in enumerate(wide) if h.memory.id == mid), None)
+    own = wide[pos].explain if pos is not None else None
     rank = own.vector_rank if own is not None else None
     if again:
         why = "transient: the same search found it when repeated"
@@ -321,7 +321,7 @@ def _diagnose(c: Client, mid: int, text: str) -> str:
         why = "pushed out of the top 10 by neighbour context"
     else:
         why = "ranked below others by cosine"
-    where = f"at position {ids.index(mid) + 1} of 200" if own is not None else "not among 200"
+    where = f"at position {pos + 1} of 200" if pos is not None else "not among 200"
     top = ", ".join(f"{h.memory.id}: {h.score} {h.explain}" for h in wide[:3])
     return f"{why}; {where}, its own {own}; index {c.status().index}; top 3: {top}"
 

@@ -104,6 +104,13 @@ def started(d: Daemon) -> set[int]:
     return {int(m) for m in re.findall(r"search_worker_started slot=\d+ pid=(\d+)", d.log())}
 
 
+def warm_up(d: Daemon, workers: int) -> None:
+    """Start the workers (the first search does) and wait until all of them serve."""
+    with d.client() as c:
+        c.search("warm up")
+    wait_until(lambda: len(started(d)) == workers)
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -120,9 +127,8 @@ def test_workers_answer_exactly_as_the_daemon_does(tmp_path: Path) -> None:
         assert d.proc is not None and worker_pids(d.proc.pid) == []  # 0: none ever
     with Daemon(tmp_path, config=config(2)) as d:
         assert d.proc is not None
+        warm_up(d, 2)
         with d.client() as c:
-            c.search("warm up")  # starts them
-            wait_until(lambda: len(started(d)) == 2)
             by_workers = answers(c)
         assert set(worker_pids(d.proc.pid)) <= started(d)
     # Scores to 1e-5, because the recency boost reads the clock, and the seconds
@@ -149,9 +155,7 @@ def test_searches_queued_for_one_worker_answer_as_the_daemon_does(tmp_path: Path
         fill(c)
         want = answers(c)
     with Daemon(tmp_path, config=config(1)) as d:
-        with d.client() as c:
-            c.search("warm up")
-            wait_until(lambda: len(started(d)) == 1)
+        warm_up(d, 1)
         got: list[list[Any]] = []
 
         def client() -> None:
@@ -180,9 +184,7 @@ def test_a_search_no_worker_takes_runs_in_the_daemon(tmp_path: Path) -> None:
         want = c.search(**query)  # type: ignore[arg-type]
     with Daemon(tmp_path, config=config(1)) as d:
         assert d.proc is not None
-        with d.client() as c:
-            c.search("warm up")
-            wait_until(lambda: len(started(d)) == 1)
+        warm_up(d, 1)
         (worker,) = worker_pids(d.proc.pid)
         os.kill(worker, signal.SIGSTOP)
         stuck: list[Any] = []
