@@ -47,7 +47,10 @@ prints the same figures as one JSON object on stdout (progress goes to
 stderr): {"clients", "seconds", "ops": {name: {count, per_s, p50_ms, p99_ms,
 p999_ms, errors, ...}}, "rss_mib": {start, max, end}, "dream": {...}, "daemon_side":
 {handling, write_queue_to_commit, commit, ...} (the daemon's own metrics), "daemon":
-{cpu_s, cpu_ms_per_request, cpu_wait_s}, ...}.
+{cpu_s, cpu_ms_per_request, cpu_wait_s}, ...}. --trace FILE writes every
+request (seconds into the load when sent, op, latency in ms), sorted by send
+time: where in the run the slowest requests fall (each op's "slowest_at_s"
+says when its slowest 1% were sent).
 Targets (issue 7), 64 clients at 100k: p99 write <= 20 ms, p99 search <= 30 ms.
 """
 
@@ -469,7 +472,17 @@ def run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             },
             # p99 per tenth of the run (by send time): where in the run the tail is.
             "p99_by_tenth_ms": _by_tenth(pairs, load_began, args.seconds),
+            # When the slowest 1% were sent (seconds into the load): a cluster is a stall.
+            "slowest_at_s": _slowest_at(pairs, load_began),
         }
+    if args.trace is not None:
+        trace = sorted(
+            (round(at - load_began, 4), op, round(ms * 1000, 3))
+            for op in OPS
+            for r in results
+            for at, ms in r["lat"][op]
+        )
+        args.trace.write_text(json.dumps(trace))
     samples = sampler.samples or [rss_end]
     dream_out: dict[str, Any] = {}
     for phase in ("light-sleep", "rem") if args.dream else ():
@@ -528,6 +541,11 @@ def _by_tenth(pairs: list[tuple[float, float]], began: float, seconds: float) ->
     return [round(percentile(sorted(t), 99), 1) for t in tenths]
 
 
+def _slowest_at(pairs: list[tuple[float, float]], began: float) -> list[float]:
+    slowest = sorted(pairs, key=lambda p: -p[1])[: max(1, len(pairs) // 100)] if pairs else []
+    return sorted(round(at - began, 1) for at, _ in slowest)
+
+
 def show(res: dict[str, Any]) -> None:
     print(
         f"{res['clients']} clients, {res['seconds']:g} s, {res['n']} memories, think "
@@ -553,6 +571,7 @@ def show(res: dict[str, Any]) -> None:
         )
     for op, f in res["ops"].items():
         print(f"  {op:12} p99 per tenth of the run (ms): {f['p99_by_tenth_ms']}")
+        print(f"  {op:12} the slowest 1% sent at (s): {f['slowest_at_s']}")
     for phase, d in res["dream"].items():
         print(f"  dream {phase}: {d}")
     print(f"  daemon CPU over the load: {res['daemon']}; stop: {res['daemon_stop']}")
@@ -608,6 +627,12 @@ def main(argv: list[str] | None = None) -> int:
         "--stop-timeout", type=float, default=60.0, help="seconds to wait for the daemon to stop"
     )
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument(
+        "--trace",
+        type=Path,
+        metavar="FILE",
+        help="write every request as JSON (seconds into the load, op, latency in ms)",
+    )
     args = ap.parse_args(argv)
     if len(args.mix) != len(OPS) or sum(args.mix) <= 0 or min(args.mix) < 0:
         ap.error("--mix takes three non-negative proportions, e.g. 4:4:2")
