@@ -175,6 +175,9 @@ class DreamsConfig(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaul
     # Plan each run in a process of its own at a low CPU priority
     # (phases/plan_worker.py), off the daemon's GIL; false: in a daemon thread.
     plan_process: bool = True
+    # ... under SCHED_IDLE, so that it takes only the CPU requests leave; if it
+    # starves there (a machine busy with other work), planned again at nice 10.
+    plan_idle: bool = True
     # Each phase's tunables (phases/settings.py: msgspec only, cheap to import).
     light_sleep: LightConfig = msgspec.field(default_factory=LightConfig)
     rem: RemConfig = msgspec.field(default_factory=RemConfig)

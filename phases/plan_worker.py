@@ -1,15 +1,16 @@
 """A dream phase's planning in a process of its own, at a low CPU priority.
 
-    python -m reverie.phases.plan_worker DB_PATH    (started by phases/service.py)
+    python -m reverie.phases.plan_worker [--idle] DB_PATH    (started by phases/service.py)
 
 Planning only reads (phases/runner.py), and it is the heavy part of a run:
 REM's blocked cosine over a workspace's vectors, light sleep's scoring of
 every memory, in Python and BLAS. Inside the daemon that work shared the
 GIL and the cores with the requests, which waited for it (a REM run under
 64 clients: write p99 150 ms, search 180 ms). Here it runs with its own
-GIL, its own read-only connection, and `nice` 10, so the kernel gives the
-daemon and its search workers the cores first; it takes longer while they
-are busy, and nothing else.
+GIL, its own read-only connection, and `nice` 10 (with --idle also
+SCHED_IDLE: phases/plan_priority.py), so the kernel gives the daemon and its
+search workers the cores first; it takes longer while they are busy, and
+nothing else.
 
 Protocol: one msgpack `PlanRequest` on stdin, one msgpack `PlanAnswer` (a
 `Plan` or a `PlanFailed`) on stdout, exit 0. Killed (SIGTERM/SIGKILL) when the daemon
@@ -21,7 +22,6 @@ exact path is the one REM takes below ~90k memories a workspace anyway.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -30,11 +30,12 @@ from pathlib import Path
 import msgspec
 from msgspec import Struct
 from reverie.daemon.config import DreamsConfig
+from reverie.phases.plan_priority import NICENESS, lower
 from reverie.phases.runner import Plan
 
 log = logging.getLogger("reverie.plan_worker")
 
-NICENESS = 10
+__all__ = ["NICENESS", "PlanAnswer", "PlanFailed", "PlanRequest", "main", "plan"]
 
 
 class PlanRequest(Struct, kw_only=True):
@@ -91,24 +92,16 @@ def plan(db_path: Path, req: PlanRequest) -> Plan | PlanFailed:
         return PlanFailed(code="internal", message=f"planning failed: {type(e).__name__}: {e}")
 
 
-def background() -> None:
-    """A lower CPU priority: the kernel gives the daemon and its search workers
-    the cores first. Not SCHED_IDLE: measured a little better under load (REM
-    during 64 clients, search p99 73 against 96 ms, one run each), but a plan
-    would then starve on a machine kept busy by anything else, holding its
-    phase's lock; nice 10 still gets a share."""
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
-
-
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="plan_worker: %(message)s")
-    if len(argv) != 1:
-        print("usage: python -m reverie.phases.plan_worker DB_PATH", file=sys.stderr)
+    idle = argv[:1] == ["--idle"]
+    args = argv[1:] if idle else argv
+    if len(args) != 1:
+        print("usage: python -m reverie.phases.plan_worker [--idle] DB_PATH", file=sys.stderr)
         return 2
-    background()
+    lower(idle=idle)  # first: the request may take a while to come
     req = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=PlanRequest)
-    out = plan(Path(argv[0]), req)
+    out = plan(Path(args[0]), req)
     answer = PlanAnswer(failed=out) if isinstance(out, PlanFailed) else PlanAnswer(plan=out)
     try:
         sys.stdout.buffer.write(msgspec.msgpack.encode(answer))

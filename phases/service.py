@@ -28,7 +28,7 @@ import trio
 from reverie.daemon.config import DreamsConfig
 from reverie.daemon.metrics import METRICS  # metrics
 from reverie.errors import Conflict, InvalidParams, ShuttingDown, error_for_code
-from reverie.phases import ledger, locks, plan_worker, runner
+from reverie.phases import ledger, locks, plan_priority, plan_worker, runner
 from reverie.phases.cancel import Cancel, Cancelled
 from reverie.phases.deep import Checkpoint, DeepSleep, checkpoint_on  # deep sleep
 from reverie.phases.light import SCORE_KEY, LightConfig, LightSleep
@@ -94,6 +94,9 @@ class Dreams:
         # load (issue 7): how a run's plan is made out of process (the command,
         # without the database path), or None: in a reader thread here.
         self.plan_in_process: list[str] | None = None
+        # Plan under SCHED_IDLE, watched for starvation (phases/plan_priority.py).
+        self.plan_idle = cfg.plan_idle
+        self.starve_window_s = plan_priority.WINDOW_S
         self.compact = compact
         self.db = db
         self.data_dir = data_dir
@@ -187,42 +190,83 @@ class Dreams:
         self, command: list[str], name: str, impl: Phase, now: float
     ) -> Plan:
         """The plan from a plan worker; Cancelled if the daemon stops meanwhile
-        (the process is killed: it wrote nothing)."""
+        (the process is killed: it wrote nothing).
+
+        Under SCHED_IDLE first if configured, watched: a worker that starves
+        there is killed and the plan made again at nice 10 (phases/plan_priority.py).
+        """
         req = plan_worker.PlanRequest(phase=name, now=now, dreams=_configs_of(self.cfg, impl))
-        cmd = [*command, str(self.db.path)]
+        db = str(self.db.path)
+        if self.plan_idle and plan_priority.observable():
+            out = await self._run_worker([*command, "--idle", db], req, watch=True)
+            if out is not None:
+                return _answer(out)
+            log.warning(
+                "dream_plan_starved phase=%s window_s=%g replan_nice=%d",
+                name,
+                self.starve_window_s,
+                plan_priority.NICENESS,
+            )
+        out = await self._run_worker([*command, db], req, watch=False)
+        assert out is not None  # only a watched worker starves
+        return _answer(out)
+
+    async def _run_worker(
+        self, cmd: list[str], req: plan_worker.PlanRequest, *, watch: bool
+    ) -> bytes | None:
+        """What the worker printed, or None if it starved (`watch`) and was killed."""
         out: list[bytes] = []
         failed: PlanProcessFailed | None = None
+        starved = False
         async with trio.open_nursery() as nursery:
 
             async def stop_on_shutdown() -> None:
                 await self._stopping.wait()
                 nursery.cancel_scope.cancel()
 
-            nursery.start_soon(stop_on_shutdown)
-            try:
+            async def run(task_status: trio.TaskStatus[trio.Process]) -> None:
+                nonlocal failed
                 done = await trio.run_process(
-                    cmd, stdin=msgspec.msgpack.encode(req), capture_stdout=True, check=False
+                    cmd,
+                    stdin=msgspec.msgpack.encode(req),
+                    capture_stdout=True,
+                    check=False,
+                    task_status=task_status,
                 )
-            except OSError as e:
-                failed = PlanProcessFailed(f"cannot start the plan worker: {e}")
-            else:
                 if done.returncode != 0:
                     failed = PlanProcessFailed(f"the plan worker exited with {done.returncode}")
                 out.append(done.stdout)
-            nursery.cancel_scope.cancel()  # (errors are raised outside: not in a group)
+                nursery.cancel_scope.cancel()  # (errors are raised outside: not in a group)
+
+            async def watch_for_starvation(pid: int) -> None:
+                nonlocal starved
+                before = plan_priority.sample(pid)
+                while before is not None:
+                    await trio.sleep(self.starve_window_s)
+                    after = plan_priority.sample(pid)
+                    if after is not None and plan_priority.starved(
+                        before, after, self.starve_window_s
+                    ):
+                        starved = True
+                        nursery.cancel_scope.cancel()  # kills the worker
+                    before = after
+
+            nursery.start_soon(stop_on_shutdown)
+            try:
+                proc: trio.Process = await nursery.start(run)
+            except OSError as e:
+                failed = PlanProcessFailed(f"cannot start the plan worker: {e}")
+                nursery.cancel_scope.cancel()
+            else:
+                if watch:
+                    nursery.start_soon(watch_for_starvation, proc.pid)
         if failed is not None:
             raise failed
-        if not out:
-            raise Cancelled("interrupted by shutdown")
-        try:
-            answer = msgspec.msgpack.decode(out[0], type=plan_worker.PlanAnswer)
-        except msgspec.DecodeError as e:
-            raise PlanProcessFailed(f"undecodable plan: {e}") from e
-        if answer.failed is not None:
-            raise error_for_code(answer.failed.code, answer.failed.message)
-        if answer.plan is None:
-            raise PlanProcessFailed("the plan worker answered nothing")
-        return answer.plan
+        if out:
+            return out[0]
+        if starved:
+            return None
+        raise Cancelled("interrupted by shutdown")
 
     async def _record_interrupted(
         self, name: str, trigger: ledger.Trigger, started: float, why: str
@@ -541,6 +585,19 @@ def _planned(plan: Plan, began: float, where: str = "process") -> Plan:
         time.monotonic() - began,
     )
     return plan
+
+
+def _answer(out: bytes) -> Plan:
+    """The plan in a plan worker's answer; its phase's error raised as such."""
+    try:
+        answer = msgspec.msgpack.decode(out, type=plan_worker.PlanAnswer)
+    except msgspec.DecodeError as e:
+        raise PlanProcessFailed(f"undecodable plan: {e}") from e
+    if answer.failed is not None:
+        raise error_for_code(answer.failed.code, answer.failed.message)
+    if answer.plan is None:
+        raise PlanProcessFailed("the plan worker answered nothing")
+    return answer.plan
 
 
 class PlanProcessFailed(Exception):

@@ -1,4 +1,5 @@
-"""Dream runs planned in a niced process of their own (phases/plan_worker.py)."""
+"""Dream runs planned in a niced process of their own (phases/plan_worker.py), under
+SCHED_IDLE unless it starves there (phases/plan_priority.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import time
 from pathlib import Path
 
 import msgspec
+import pytest
 import trio
 from dream_store import DB, open_db, populate
 from harness import Daemon
 from reverie.daemon.config import DreamsConfig
 from reverie.phases.deep import DeepSleep
 from reverie.phases.light import LightSleep
+from reverie.phases.plan_priority import Sample, starved
 from reverie.phases.plan_worker import NICENESS, PlanAnswer, PlanRequest
 from reverie.phases.rem import Rem
 from reverie.phases.service import Dreams
@@ -81,10 +84,11 @@ def test_a_daemon_gone_before_the_answer_costs_no_traceback(tmp_path: Path) -> N
     assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
 
 
-def test_the_process_runs_niced(tmp_path: Path) -> None:
+@pytest.mark.parametrize("idle", [False, True], ids=["nice", "idle"])
+def test_the_process_runs_niced(tmp_path: Path, idle: bool) -> None:
     open_db(tmp_path).close()
     proc = subprocess.Popen(
-        [*WORKER, str(tmp_path / DB)],
+        [*WORKER, *(["--idle"] if idle else []), str(tmp_path / DB)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
@@ -96,6 +100,11 @@ def test_the_process_runs_niced(tmp_path: Path) -> None:
         while os.getpriority(os.PRIO_PROCESS, proc.pid) != want:
             assert time.monotonic() < deadline, "the worker never lowered its priority"
             time.sleep(0.02)
+        while idle and os.sched_getscheduler(proc.pid) != os.SCHED_IDLE:
+            assert time.monotonic() < deadline, "the worker never took SCHED_IDLE"
+            time.sleep(0.02)
+        if not idle:
+            assert os.sched_getscheduler(proc.pid) == os.SCHED_OTHER
         req = PlanRequest(phase="light-sleep", now=time.time(), dreams=DreamsConfig())
         out, _ = proc.communicate(msgspec.msgpack.encode(req), timeout=60)
     finally:
@@ -117,6 +126,7 @@ def test_the_daemon_plans_out_of_process_and_in_a_thread_when_told(tmp_path: Pat
             assert res.report is not None and res.report.status == "completed"
             assert res.report.counts.get("set_meta") == 30
             assert f"dream_planned phase=light-sleep {where}" in d.log()
+            assert "dream_plan_starved" not in d.log()  # the daemon leaves a core free
 
 
 def test_a_failing_plan_process_falls_back_to_the_thread(tmp_path: Path) -> None:
@@ -134,3 +144,49 @@ def test_a_failing_plan_process_falls_back_to_the_thread(tmp_path: Path) -> None
             await db.close()
 
     trio.run(main)
+
+
+def test_starving_is_waiting_for_a_cpu_without_running() -> None:
+    before = Sample(cpu_s=1.0, wait_s=2.0)
+    # 10 s windows: ran 0.1 s, runnable and waiting 9 s of them: starved.
+    assert starved(before, Sample(cpu_s=1.1, wait_s=11.0), 10.0)
+    # Ran half a second: slow, not starved.
+    assert not starved(before, Sample(cpu_s=1.5, wait_s=11.0), 10.0)
+    # Hardly ran but hardly waited either (blocked on the disk, or done): not starved.
+    assert not starved(before, Sample(cpu_s=1.0, wait_s=2.5), 10.0)
+
+
+def test_a_plan_starving_under_sched_idle_is_made_again_at_nice_10(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every core busy at normal priority (bounded hogs): the SCHED_IDLE worker gets
+    nothing, is killed after a window or two, and the nice 10 one plans."""
+    cores = len(os.sched_getaffinity(0))
+    hog = "import time\nend = time.time() + 90\nwhile time.time() < end: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(cores)]
+
+    async def main() -> None:
+        db = await Database.open(tmp_path)
+        try:
+            for i in range(10):
+                await db.remember(Remember(content=f"memory {i} about things", workspace="w"))
+            dreams = Dreams(db, tmp_path, DreamsConfig(preset="off"))
+            dreams.plan_in_process = WORKER
+            assert dreams.plan_idle  # the default
+            dreams.starve_window_s = 1.0
+            res = await dreams.run("light-sleep")
+            assert res.report is not None and res.report.status == "completed"
+            assert res.report.counts.get("set_meta") == 10
+        finally:
+            await db.close()
+
+    try:
+        with caplog.at_level("WARNING", logger="reverie.phases.service"):
+            trio.run(main)
+    finally:
+        for p in hogs:
+            p.kill()
+            p.wait()
+    starvations = [r.getMessage() for r in caplog.records if "dream_plan_starved" in r.message]
+    assert starvations == ["dream_plan_starved phase=light-sleep window_s=1 replan_nice=10"]
+    assert "dream_plan_process_failed" not in caplog.text  # the worker planned, not a thread
