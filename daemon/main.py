@@ -129,6 +129,7 @@ class _Daemon:
         self.indexer = self._indexer()
         if self.indexer is not None:
             self.indexer.busy = METRICS.serving  # load (issue 7): paced while serving
+            self.indexer.quiet = METRICS.wait_quiet  # ... in the gaps between requests
         ix0 = self.indexer
         self.dreams = Dreams(  # manual runs over RPC, scheduled ones below
             self.db,

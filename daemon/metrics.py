@@ -18,6 +18,7 @@ phases/service.py observe into it without being wired together.
 
 from __future__ import annotations
 
+import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -72,6 +73,12 @@ class Metrics:
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.in_flight = 0
+        # Set while no short request is being handled: the vector indexer
+        # inserts in those gaps (store/index_pacing.py). Changed only when
+        # their count goes from 0 to 1 and back, not per request.
+        self._short = 0
+        self._quiet = threading.Event()
+        self._quiet.set()
         # When a request was last answered: dreams pace themselves only while
         # clients are being served (phases/cancel.py).
         self.last_answer = 0.0
@@ -96,6 +103,26 @@ class Metrics:
         stats.latency.observe(seconds)
         if code is not None:
             stats.errors[code] = stats.errors.get(code, 0) + 1
+
+    def enter(self, short: bool = True) -> None:
+        """A request is being handled (trio thread); `short`: not one that runs
+        for seconds (a dream run, a backup), which leaves the gaps to the indexer."""
+        self.in_flight += 1
+        if short:
+            self._short += 1
+            if self._short == 1:
+                self._quiet.clear()
+
+    def leave(self, short: bool = True) -> None:
+        self.in_flight -= 1
+        if short:
+            self._short -= 1
+            if self._short == 0:
+                self._quiet.set()
+
+    def wait_quiet(self, timeout_s: float) -> bool:
+        """Wait (any thread) until no short request is being handled, at most `timeout_s`."""
+        return self._quiet.wait(timeout_s)
 
     def serving(self, within_s: float = 1.0) -> bool:
         """Whether a request was answered in the last `within_s` seconds (any thread may ask)."""

@@ -132,6 +132,9 @@ class Indexer:
         self._remote: RemoteEmbedder | None = None  # the embed worker, once used
         # Clients being served? (daemon/metrics.py METRICS.serving): pacing. None: never.
         self.busy: Callable[[], bool] | None = None
+        # Waits (at most its argument, in s) until no request is being handled
+        # (daemon/metrics.py METRICS.wait_quiet): the steps go in the gaps. None: never.
+        self.quiet: Callable[[float], bool] | None = None
 
     # -- what searches use ------------------------------------------------------
 
@@ -478,7 +481,7 @@ class Indexer:
         apply_changes(self._conn, gen, changes, embed=self._embed_documents, pace=self._pace)
 
     def _pace(self, worked_s: float) -> None:
-        pace(self.busy, worked_s)
+        pace(self.busy, worked_s, self.quiet)
 
     def _embed_documents(self, embedder: Embedder, texts: list[str]) -> Vectors:
         """The lexical embedder's vectors from the embed worker process
@@ -566,7 +569,7 @@ class Indexer:
                 items = [(mid, h, v) for mid, (h, v) in pending[start : start + SAVE_CHUNK]]
                 began = time.perf_counter()
                 self.db.writer.run_sync(functools.partial(vectors.save, model=model, items=items))
-                pace(self.busy, time.perf_counter() - began)
+                pace(self.busy, time.perf_counter() - began, self.quiet)
             for mid, _ in pending:
                 gen.unsaved.pop(mid, None)
             if not files:

@@ -11,7 +11,13 @@ from reverie.store import index_pacing, vectors
 from reverie.store.embed_lexical import LexicalEmbedder
 from reverie.store.index_apply import apply_changes
 from reverie.store.index_generation import Generation
-from reverie.store.index_pacing import PACE_MAX_SLEEP_S, PACE_RATIO, PACED_ADD, pace
+from reverie.store.index_pacing import (
+    PACE_MAX_SLEEP_S,
+    PACE_RATIO,
+    PACED_ADD,
+    QUIET_WAIT_S,
+    pace,
+)
 from reverie.store.vector_index import HnswParams, VectorIndex
 
 
@@ -36,6 +42,18 @@ def test_a_long_step_sleeps_at_most_the_cap(slept: list[float]) -> None:
 def test_alone_it_only_hands_the_gil_over(slept: list[float], busy: object) -> None:
     pace(busy, 0.004)  # type: ignore[arg-type]
     assert slept == [0]
+
+
+def test_busy_then_waits_for_a_gap_between_requests(slept: list[float]) -> None:
+    waited: list[float] = []
+    pace(lambda: True, 0.004, lambda s: waited.append(s) or True)
+    assert slept == [PACE_RATIO * 0.004] and waited == [QUIET_WAIT_S]
+
+
+def test_alone_there_is_no_gap_to_wait_for(slept: list[float]) -> None:
+    waited: list[float] = []
+    pace(lambda: False, 0.004, lambda s: waited.append(s) or True)
+    assert slept == [0] and waited == []
 
 
 def test_nothing_worked_nothing_slept(slept: list[float]) -> None:

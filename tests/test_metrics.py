@@ -8,11 +8,13 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from collections import defaultdict
 
 import pytest
 import wire
 from harness import Daemon, wait_indexed, wait_until
+from reverie.daemon import metrics as daemon_metrics
 from reverie.daemon.metrics import LATENCY_BOUNDS, Histogram, quantile
 from reverie.errors import InvalidParams, NotFound
 from reverie.rpc.proto_dreams import DreamsRun
@@ -255,3 +257,24 @@ def test_histogram_buckets_and_quantiles() -> None:
     q50 = quantile(d, 0.5)
     assert q50 is not None and LATENCY_BOUNDS[2] <= q50 <= LATENCY_BOUNDS[3]
     assert quantile(Histogram().data(), 0.5) is None
+
+
+def test_quiet_is_no_request_being_handled() -> None:
+    """The indexer's gaps (METRICS.wait_quiet): set at 0 requests in flight, and a
+    thread waiting for one wakes when the last request leaves."""
+    m = daemon_metrics.Metrics()
+    assert m.wait_quiet(0)
+    m.enter(short=False)  # a dream run over RPC, a backup: the gaps go on
+    assert m.wait_quiet(0) and m.in_flight == 1
+    m.leave(short=False)
+    m.enter()
+    m.enter()
+    assert not m.wait_quiet(0.001)
+    m.leave()
+    assert not m.wait_quiet(0.001) and m.in_flight == 1
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(m.wait_quiet(60)))
+    waiter.start()
+    m.leave()
+    waiter.join(timeout=60)
+    assert woke == [True] and m.in_flight == 0
