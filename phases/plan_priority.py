@@ -5,9 +5,10 @@ requests leave. `nice` 10 does not quite do that. A request's thread that
 wakes on a core the plan holds waits until the plan's time slice ends
 (the kernel protects a running task's slice), and every request crosses
 several processes (client, daemon, search worker), so it waits several
-times. Under bench_load.py's 64 clients a REM run at nice 10 raised the
-median search from 10.1 to 12.1 ms while it ran. Under SCHED_IDLE any
-normal task that wakes takes the core at once: 10.2 ms, as without a dream.
+times. Under bench_load.py's 64 clients the median search was 11.2-11.9
+ms while a REM run planned at nice 10 (8.9-11.2 ms in the calm middle of
+the run), p90 20.4-21.8 ms. Under SCHED_IDLE any normal task that wakes
+takes the core at once: 10.2-10.8 ms, p90 17.2-17.9 (four runs each).
 
 SCHED_IDLE's cost is that a plan gets almost nothing while the cores are
 busy with anything else, and a plan holds its phase's lock. So the daemon
