@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -129,14 +130,17 @@ def test_the_daemon_plans_out_of_process_and_in_a_thread_when_told(tmp_path: Pat
             assert "dream_plan_starved" not in d.log()  # the daemon leaves a core free
 
 
-def test_a_failing_plan_process_falls_back_to_the_thread(tmp_path: Path) -> None:
+def light_sleep_over_ten(tmp_path: Path, setup: Callable[[Dreams], None]) -> None:
+    """A light-sleep run over 10 memories by a Dreams service `setup` configures:
+    it completes, and marks them all."""
+
     async def main() -> None:
         db = await Database.open(tmp_path)
         try:
             for i in range(10):
                 await db.remember(Remember(content=f"memory {i} about things", workspace="w"))
             dreams = Dreams(db, tmp_path, DreamsConfig(preset="off"))
-            dreams.plan_in_process = [sys.executable, "-c", "import sys; sys.exit(3)"]
+            setup(dreams)
             res = await dreams.run("light-sleep")
             assert res.report is not None and res.report.status == "completed"
             assert res.report.counts.get("set_meta") == 10
@@ -144,6 +148,20 @@ def test_a_failing_plan_process_falls_back_to_the_thread(tmp_path: Path) -> None
             await db.close()
 
     trio.run(main)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[sys.executable, "-c", "import sys; sys.exit(3)"], ["/nonexistent/python"]],
+    ids=["exits-3", "cannot-start"],
+)
+def test_a_failing_plan_process_falls_back_to_the_thread(
+    tmp_path: Path, command: list[str]
+) -> None:
+    def failing(dreams: Dreams) -> None:
+        dreams.plan_in_process = command
+
+    light_sleep_over_ten(tmp_path, failing)
 
 
 def test_starving_is_waiting_for_a_cpu_without_running() -> None:
@@ -165,24 +183,14 @@ def test_a_plan_starving_under_sched_idle_is_made_again_at_nice_10(
     hog = "import time\nend = time.time() + 90\nwhile time.time() < end: pass"
     hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(cores)]
 
-    async def main() -> None:
-        db = await Database.open(tmp_path)
-        try:
-            for i in range(10):
-                await db.remember(Remember(content=f"memory {i} about things", workspace="w"))
-            dreams = Dreams(db, tmp_path, DreamsConfig(preset="off"))
-            dreams.plan_in_process = WORKER
-            assert dreams.plan_idle  # the default
-            dreams.starve_window_s = 1.0
-            res = await dreams.run("light-sleep")
-            assert res.report is not None and res.report.status == "completed"
-            assert res.report.counts.get("set_meta") == 10
-        finally:
-            await db.close()
+    def watched(dreams: Dreams) -> None:
+        dreams.plan_in_process = WORKER
+        assert dreams.plan_idle  # the default
+        dreams.starve_window_s = 1.0
 
     try:
         with caplog.at_level("WARNING", logger="reverie.phases.service"):
-            trio.run(main)
+            light_sleep_over_ten(tmp_path, watched)
     finally:
         for p in hogs:
             p.kill()
