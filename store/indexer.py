@@ -23,7 +23,9 @@ or more, as bulk posts of events make them) at the latest BURST_FACTOR times
 that (10 s by default), so that embedding and graph insertion do not take the
 cores the burst's commits need. The work is deferred, not saved: the index
 catches up in the pause that follows (tests/bench/bench_ingest.py reports how
-long that takes).
+long that takes). While clients are being served, each step of a catch-up is
+paced and starts in a gap between requests, if one comes within 10 ms
+(store/index_pacing.py).
 
 Saves: every save_interval_s while the index has unsaved changes, so that a
 restart after a crash redoes at most that much of the index's work (plus
