@@ -27,12 +27,13 @@ import msgspec
 import trio
 from reverie.daemon.config import DreamsConfig
 from reverie.daemon.metrics import METRICS  # metrics
-from reverie.errors import Conflict, InvalidParams, ShuttingDown, error_for_code
+from reverie.errors import Conflict, InvalidParams, ShuttingDown
 from reverie.phases import ledger, locks, plan_priority, plan_worker, runner
 from reverie.phases.cancel import Cancel, Cancelled
 from reverie.phases.deep import Checkpoint, DeepSleep, checkpoint_on  # deep sleep
 from reverie.phases.light import SCORE_KEY, LightConfig, LightSleep
 from reverie.phases.names import PHASES, normalize_phase
+from reverie.phases.plan_process import PlanProcessFailed, answer_of, run_worker
 from reverie.phases.rem import Rem, RemConfig, ViewSource  # REM
 from reverie.phases.runner import Phase, Plan, apply_plan
 from reverie.phases.undo import undo
@@ -198,75 +199,20 @@ class Dreams:
         req = plan_worker.PlanRequest(phase=name, now=now, dreams=_configs_of(self.cfg, impl))
         db = str(self.db.path)
         if self.plan_idle and plan_priority.observable():
-            out = await self._run_worker([*command, "--idle", db], req, watch=True)
+            out = await run_worker(
+                [*command, "--idle", db], req, self._stopping, watch_s=self.starve_window_s
+            )
             if out is not None:
-                return _answer(out)
+                return answer_of(out)
             log.warning(
                 "dream_plan_starved phase=%s window_s=%g replan_nice=%d",
                 name,
                 self.starve_window_s,
                 plan_priority.NICENESS,
             )
-        out = await self._run_worker([*command, db], req, watch=False)
+        out = await run_worker([*command, db], req, self._stopping)
         assert out is not None  # only a watched worker starves
-        return _answer(out)
-
-    async def _run_worker(
-        self, cmd: list[str], req: plan_worker.PlanRequest, *, watch: bool
-    ) -> bytes | None:
-        """What the worker printed, or None if it starved (`watch`) and was killed."""
-        out: list[bytes] = []
-        failed: PlanProcessFailed | None = None
-        starved = False
-        async with trio.open_nursery() as nursery:
-
-            async def stop_on_shutdown() -> None:
-                await self._stopping.wait()
-                nursery.cancel_scope.cancel()
-
-            async def run(task_status: trio.TaskStatus[trio.Process]) -> None:
-                nonlocal failed
-                done = await trio.run_process(
-                    cmd,
-                    stdin=msgspec.msgpack.encode(req),
-                    capture_stdout=True,
-                    check=False,
-                    task_status=task_status,
-                )
-                if done.returncode != 0:
-                    failed = PlanProcessFailed(f"the plan worker exited with {done.returncode}")
-                out.append(done.stdout)
-                nursery.cancel_scope.cancel()  # (errors are raised outside: not in a group)
-
-            async def watch_for_starvation(pid: int) -> None:
-                nonlocal starved
-                before = plan_priority.sample(pid)
-                while before is not None:
-                    await trio.sleep(self.starve_window_s)
-                    after = plan_priority.sample(pid)
-                    if after is not None and plan_priority.starved(
-                        before, after, self.starve_window_s
-                    ):
-                        starved = True
-                        nursery.cancel_scope.cancel()  # kills the worker
-                    before = after
-
-            nursery.start_soon(stop_on_shutdown)
-            try:
-                proc: trio.Process = await nursery.start(run)
-            except OSError as e:
-                failed = PlanProcessFailed(f"cannot start the plan worker: {e}")
-                nursery.cancel_scope.cancel()
-            else:
-                if watch:
-                    nursery.start_soon(watch_for_starvation, proc.pid)
-        if failed is not None:
-            raise failed
-        if out:
-            return out[0]
-        if starved:
-            return None
-        raise Cancelled("interrupted by shutdown")
+        return answer_of(out)
 
     async def _record_interrupted(
         self, name: str, trigger: ledger.Trigger, started: float, why: str
@@ -585,23 +531,6 @@ def _planned(plan: Plan, began: float, where: str = "process") -> Plan:
         time.monotonic() - began,
     )
     return plan
-
-
-def _answer(out: bytes) -> Plan:
-    """The plan in a plan worker's answer; its phase's error raised as such."""
-    try:
-        answer = msgspec.msgpack.decode(out, type=plan_worker.PlanAnswer)
-    except msgspec.DecodeError as e:
-        raise PlanProcessFailed(f"undecodable plan: {e}") from e
-    if answer.failed is not None:
-        raise error_for_code(answer.failed.code, answer.failed.message)
-    if answer.plan is None:
-        raise PlanProcessFailed("the plan worker answered nothing")
-    return answer.plan
-
-
-class PlanProcessFailed(Exception):
-    """The plan worker could not answer (not a phase's error): plan in-process."""
 
 
 def _configs_of(cfg: DreamsConfig, impl: Phase) -> DreamsConfig:
