@@ -386,7 +386,6 @@ class _Daemon:
         dreams.phases = fresh.phases
         dreams.cfg = self.cfg.dreams = new.dreams
         dreams.plan_in_process = _plan_command(new)
-        dreams.plan_idle = new.dreams.plan_idle
         logs.event(log, logging.INFO, "reload_dreams", preset=new.dreams.preset)
 
     def _healthy(self) -> bool:

@@ -9,7 +9,9 @@ own) on the writer thread only. A reader on another thread may see a value
 one observation behind, never a torn one (the GIL makes each store atomic),
 and counts are derived from the buckets so `_count` always equals the +Inf
 bucket. Gauges (queue depths) are not observed at all: they are read when
-someone asks (`collect`).
+someone asks (`collect`). One lock: the `quiet` event (no short request in
+flight, for the indexer's pacing) is set and cleared when that count goes
+between 0 and 1, not on every request.
 
 `METRICS` is process-wide because a daemon is one process (tests start real
 daemons as subprocesses); daemon/server.py, rpc/dispatch.py and

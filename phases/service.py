@@ -95,9 +95,7 @@ class Dreams:
         # load (issue 7): how a run's plan is made out of process (the command,
         # without the database path), or None: in a reader thread here.
         self.plan_in_process: list[str] | None = None
-        # Plan under SCHED_IDLE, watched for starvation (phases/plan_priority.py).
-        self.plan_idle = cfg.plan_idle
-        self.starve_window_s = plan_priority.WINDOW_S
+        self.starve_window_s = plan_priority.WINDOW_S  # see plan_idle
         self.compact = compact
         self.db = db
         self.data_dir = data_dir
@@ -120,6 +118,12 @@ class Dreams:
         self._stopping = trio.Event()
 
     # -- cancellation (phases/cancel.py) -------------------------------------------
+
+    @property
+    def plan_idle(self) -> bool:
+        """Plan under SCHED_IDLE, watched for starvation (phases/plan_priority.py):
+        `[dreams] plan_idle`, as reloaded with the rest of `cfg`."""
+        return self.cfg.plan_idle
 
     def shutdown(self) -> None:
         """The daemon is stopping: plans in progress stop at their next check (a
