@@ -72,6 +72,9 @@ def check_file(path: Path) -> int:
     created = [p for p in (Path(f"{path}-wal"), Path(f"{path}-shm")) if not p.exists()]
     try:
         probe = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+        # Another process may hold a lock a moment (a plan worker recovering a
+        # killed daemon's WAL): that is a busy database, not a foreign one.
+        probe.set_busy_timeout(BUSY_TIMEOUT_MS)
         try:
             app_id = int(probe.pragma("application_id"))
             version = int(probe.pragma("user_version"))

@@ -415,3 +415,29 @@ def test_embedder_down_degrades_search_to_lexical(short_tmp: Path) -> None:
         finally:
             server.stop()
     assert d.stop() == 0
+
+
+def test_a_database_locked_a_moment_is_busy_not_foreign(tmp_path: Path) -> None:
+    """Another process's lock while the file is checked (a plan worker recovering a
+    killed daemon's WAL) is waited out, not taken for a foreign database."""
+    from reverie.store.connection import check_file
+
+    async def create() -> None:
+        db = await Database.open(tmp_path)
+        await db.remember(Remember(content="a memory", workspace="w"))
+        await db.close()
+
+    trio.run(create)
+    path = tmp_path / DB_FILENAME
+    holder = apsw.Connection(str(path))
+    # In WAL mode only a recovery blocks readers; a rollback journal's exclusive
+    # lock does the same, and on demand.
+    holder.execute("PRAGMA journal_mode=DELETE")
+    holder.execute("BEGIN EXCLUSIVE")
+    released = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    released.start()
+    try:
+        assert check_file(path) >= 1  # the schema's user_version, read once the lock went
+    finally:
+        released.join()
+        holder.close()
